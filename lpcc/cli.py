@@ -1,0 +1,164 @@
+"""The `lpcc` command: `lpcc --version`, `lpcc types`, `lpcc opt`.
+
+Later issues add subcommands (compile, run, demo, bench); each lives in one
+function here and imports what it needs only when it runs, so `lpcc --help`
+stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+
+from lpcc._version import __version__
+from lpcc.errors import LpccError
+
+
+def _fmt(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.6g}"
+
+
+def _type_row(t: object) -> dict[str, object]:
+    return {
+        "name": t.name,  # type: ignore[attr-defined]
+        "bits": t.bits,  # type: ignore[attr-defined]
+        "min": t.min,  # type: ignore[attr-defined]
+        "max": t.max,  # type: ignore[attr-defined]
+        "smallest_normal": t.smallest_normal,  # type: ignore[attr-defined]
+        "smallest_subnormal": t.smallest_subnormal,  # type: ignore[attr-defined]
+        "eps": t.eps,  # type: ignore[attr-defined]
+        "special_values": t.special_values,  # type: ignore[attr-defined]
+    }
+
+
+def cmd_types(args: argparse.Namespace) -> int:
+    """Print a table of element types: the named ones, or those given."""
+    from lpcc.ir.dtypes import dtype, named_dtypes
+
+    types = [dtype(n) for n in args.names] if args.names else named_dtypes()
+    rows = [_type_row(t) for t in types]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    head = ["name", "bits", "min", "max", "smallest subnormal", "eps", "special values"]
+    table = [
+        [
+            str(r["name"]),
+            str(r["bits"]),
+            _fmt(r["min"]),  # type: ignore[arg-type]
+            _fmt(r["max"]),  # type: ignore[arg-type]
+            _fmt(r["smallest_subnormal"]),  # type: ignore[arg-type]
+            _fmt(r["eps"]),  # type: ignore[arg-type]
+            str(r["special_values"]),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [head, *table]) for i in range(len(head))]
+    for row in [head, ["-" * w for w in widths], *table]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def cmd_opt(args: argparse.Namespace) -> int:
+    """Parse IR, run a pass pipeline, print the result (like xdsl-opt)."""
+    from xdsl.passes import PassPipeline
+    from xdsl.utils.exceptions import PassPipelineParseError
+
+    from lpcc.ir.dialect import context, parse_module, print_module, verify_module
+    from lpcc.passes import get_all_passes
+
+    passes = get_all_passes()
+    if args.list_passes:
+        print("\n".join(sorted(passes)))
+        return 0
+    if args.file is None:
+        raise LpccError("lpcc opt: give an input FILE (or - for standard input)")
+    name = "<stdin>" if args.file == "-" else args.file
+    try:
+        text = sys.stdin.read() if args.file == "-" else open(args.file).read()
+    except OSError as err:
+        raise LpccError(f"lpcc opt: cannot read {name}: {err.strerror}") from None
+    module = parse_module(text, name)
+    out = open(args.output, "w") if args.output else sys.stdout
+
+    def between(prev: object, mod: object, nxt: object) -> None:
+        if args.print_between_passes:
+            out.write(f"// -----// IR after {prev.name} //----- //\n")  # type: ignore[attr-defined]
+            out.write(print_module(mod))  # type: ignore[arg-type]
+
+    if args.passes:
+        unknown = [
+            p.split("{")[0].strip()
+            for p in args.passes.split(",")
+            if p.split("{")[0].strip() not in passes
+        ]
+        if unknown:
+            raise LpccError(
+                f"lpcc opt: unknown pass {unknown[0]!r}; known passes: "
+                f"{', '.join(sorted(passes))}"
+            )
+        try:
+            pipeline = PassPipeline.parse_spec(passes, args.passes, callback=between)
+        except PassPipelineParseError as err:
+            raise LpccError(f"lpcc opt: bad pipeline {args.passes!r}: {err}") from None
+        pipeline.apply(context(), module)
+        if args.print_between_passes and pipeline.passes:
+            between(pipeline.passes[-1], module, None)
+            verify_module(module, f"{name} after the pipeline")
+            return 0
+        verify_module(module, f"{name} after the pipeline")
+    out.write(print_module(module))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lpcc",
+        description="lpcc: a deep-learning compiler for numbers narrower than a byte",
+    )
+    parser.add_argument("--version", action="version", version=f"lpcc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("types", help="table of element types and their ranges")
+    p.add_argument("names", nargs="*", help="types to show (default: every named one)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_types)
+
+    p = sub.add_parser("opt", help="parse lp IR, run passes, print it")
+    p.add_argument("file", nargs="?", help="IR file, or - for standard input")
+    p.add_argument("-p", "--passes", default="", help="pipeline, e.g. cse,dce")
+    p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.add_argument(
+        "--print-between-passes",
+        action="store_true",
+        help="print the IR after every pass",
+    )
+    p.add_argument("--list-passes", action="store_true", help="list pass names")
+    p.set_defaults(func=cmd_opt)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except LpccError as err:
+        print(f"lpcc {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

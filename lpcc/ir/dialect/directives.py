@@ -1,0 +1,203 @@
+"""Custom directives of the lp declarative assembly formats.
+
+They keep the printed IR close to what a reader expects:
+
+* `custom<IntList>($p)`: `[1, 0]` for a dense i64 array property;
+* `custom<Int>($p)`: a bare integer for an `IntAttr` property;
+* `custom<Keyword>($p)`: a bare identifier for a `StringAttr` property;
+* `custom<Signature>(type(operands), type(results))`: `T` when every operand
+  and the result have type T, `T -> R` for one operand, else `(A, B) -> R`;
+* `custom<Payload>($data, type($result))`: `splat <value> : T` or
+  `dense "0x..." : T` for a constant's packed bytes (see `ConstantOp`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from xdsl.dialects.builtin import BytesAttr, DenseArrayBase, IntAttr, StringAttr, i64
+from xdsl.irdl import IRDLOperation
+from xdsl.irdl.declarative_assembly_format import (
+    AttributeVariable,
+    CustomDirective,
+    ParsingState,
+    PrintingState,
+    TypeDirective,
+    irdl_custom_directive,
+)
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+
+from lpcc.errors import LpccError
+
+
+def int_array(values: list[int] | tuple[int, ...]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, list(values))
+
+
+@irdl_custom_directive
+class IntList(CustomDirective):
+    values: AttributeVariable
+
+    def parse(self, parser: Parser, state: ParsingState) -> None:
+        values = parser.parse_comma_separated_list(
+            Parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)
+        )
+        self.values.set(state, int_array(values))
+
+    def print(self, printer: Printer, state: PrintingState, op: IRDLOperation) -> None:
+        state.print_whitespace(printer)
+        attr = self.values.get(op)
+        assert isinstance(attr, DenseArrayBase)
+        printer.print_string("[" + ", ".join(str(v) for v in attr.get_values()) + "]")
+
+
+@irdl_custom_directive
+class Int(CustomDirective):
+    value: AttributeVariable
+
+    def parse(self, parser: Parser, state: ParsingState) -> None:
+        self.value.set(state, IntAttr(parser.parse_integer(allow_boolean=False)))
+
+    def print(self, printer: Printer, state: PrintingState, op: IRDLOperation) -> None:
+        state.print_whitespace(printer)
+        attr = self.value.get(op)
+        assert isinstance(attr, IntAttr)
+        printer.print_string(str(attr.data))
+
+
+@irdl_custom_directive
+class Keyword(CustomDirective):
+    value: AttributeVariable
+
+    def parse(self, parser: Parser, state: ParsingState) -> None:
+        self.value.set(state, StringAttr(parser.parse_identifier()))
+
+    def print(self, printer: Printer, state: PrintingState, op: IRDLOperation) -> None:
+        state.print_whitespace(printer)
+        attr = self.value.get(op)
+        assert isinstance(attr, StringAttr)
+        printer.print_string(attr.data)
+
+
+@irdl_custom_directive
+class Signature(CustomDirective):
+    operands: TypeDirective
+    results: TypeDirective
+
+    def parse(self, parser: Parser, state: ParsingState) -> None:
+        if parser.parse_optional_punctuation("(") is not None:
+            ins = []
+            if parser.parse_optional_punctuation(")") is None:
+                ins = parser.parse_comma_separated_list(
+                    Parser.Delimiter.NONE, parser.parse_type
+                )
+                parser.parse_punctuation(")")
+            parser.parse_punctuation("->")
+            result = parser.parse_type()
+        else:
+            first = parser.parse_type()
+            if parser.parse_optional_punctuation("->") is not None:
+                ins, result = [first], parser.parse_type()
+            else:
+                count = sum(len(group) for group in state.operands if group)
+                ins, result = [first] * count, first
+        self.operands.set(state, ins)
+        self.results.set(state, [result])
+
+    def print(self, printer: Printer, state: PrintingState, op: IRDLOperation) -> None:
+        state.print_whitespace(printer)
+        ins = list(self.operands.get(op))
+        (result,) = self.results.get(op)
+        if ins and all(t == result for t in ins):
+            printer.print_attribute(result)
+            return
+        if len(ins) == 1:
+            printer.print_attribute(ins[0])
+        else:
+            printer.print_string("(")
+            printer.print_list(ins, printer.print_attribute)
+            printer.print_string(")")
+        printer.print_string(" -> ")
+        printer.print_attribute(result)
+
+
+@irdl_custom_directive
+class Payload(CustomDirective):
+    """A constant's packed bytes with its type: `splat V : T` or `dense "0x.." : T`.
+
+    A splat holds one element and is printed as its value when that value
+    parses back to the same code, otherwise as the element's hex bytes.
+    """
+
+    data: AttributeVariable
+    result: TypeDirective
+
+    def parse(self, parser: Parser, state: ParsingState) -> None:
+        from lpcc.ir.dialect.types import to_dtype
+
+        pos = parser.pos
+        form = parser.parse_identifier()
+        if form not in ("splat", "dense"):
+            parser.raise_error("expected 'splat' or 'dense'", pos)
+        literal_pos = parser.pos
+        hex_text = parser.parse_optional_str_literal()
+        number = None
+        if hex_text is None:
+            if form == "dense":
+                parser.raise_error("dense payloads are hex strings", literal_pos)
+            number = parser.parse_number()
+        parser.parse_punctuation(":")
+        result_type = parser.parse_type()
+        if hex_text is not None:
+            if not hex_text.startswith("0x"):
+                parser.raise_error("hex payload must start with 0x", literal_pos)
+            try:
+                data = bytes.fromhex(hex_text[2:])
+            except ValueError:
+                parser.raise_error("payload is not valid hex", literal_pos)
+        else:
+            try:
+                dt = to_dtype(result_type.element_type)  # type: ignore[attr-defined]
+                code = dt.encode(np.array([number], np.float64))
+                data = dt.pack(code).tobytes()
+            except (LpccError, AttributeError) as err:
+                parser.raise_error(f"cannot encode {number}: {err}", literal_pos)
+        self.data.set(state, BytesAttr(data))
+        self.result.set(state, [result_type])
+
+    def print(self, printer: Printer, state: PrintingState, op: IRDLOperation) -> None:
+        from lpcc.ir.dialect.types import to_dtype
+
+        state.print_whitespace(printer)
+        attr = self.data.get(op)
+        (result_type,) = self.result.get(op)
+        assert isinstance(attr, BytesAttr)
+        data = attr.data
+        dt = to_dtype(result_type.element_type)  # type: ignore[attr-defined]
+        if len(data) == dt.nbytes(1) and _numel(result_type) != 1:
+            printer.print_string("splat ")
+            printer.print_string(_splat_text(dt, data))
+        else:
+            printer.print_string(f'dense "0x{data.hex().upper()}"')
+        printer.print_string(" : ")
+        printer.print_attribute(result_type)
+
+
+def _numel(t: object) -> int:
+    shape = t.get_shape()  # type: ignore[attr-defined]
+    return int(np.prod(shape)) if all(d >= 0 for d in shape) else -1
+
+
+def _splat_text(dt: object, data: bytes) -> str:
+    """The shortest literal that encodes back to the splat's code."""
+    code = dt.unpack(np.frombuffer(data, np.uint8), 1)  # type: ignore[attr-defined]
+    value = dt.decode(code)[0]  # type: ignore[attr-defined]
+    candidates = []
+    if np.isfinite(value):
+        if float(value).is_integer() and abs(value) < 2**53:
+            candidates.append(str(int(value)) + ("" if dt.kind == "int" else ".0"))  # type: ignore[attr-defined]
+        candidates += [str(value), repr(float(value))]
+    for text in candidates:
+        if np.array_equal(dt.encode(np.array([float(text)])), code):  # type: ignore[attr-defined]
+            return text
+    return f'"0x{data.hex().upper()}"'
