@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lpcc._version import __version__
 from lpcc.errors import LpccError
@@ -64,14 +65,18 @@ def cmd_types(args: argparse.Namespace) -> int:
     ]
     widths = [max(len(row[i]) for row in [head, *table]) for i in range(len(head))]
     for row in [head, ["-" * w for w in widths], *table]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print(
+            "  ".join(
+                cell.ljust(w) for cell, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
     return 0
 
 
 def cmd_opt(args: argparse.Namespace) -> int:
     """Parse IR, run a pass pipeline, print the result (like xdsl-opt)."""
     from xdsl.passes import PassPipeline
-    from xdsl.utils.exceptions import PassPipelineParseError
+    from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 
     from lpcc.ir.dialect import context, parse_module, print_module, verify_module
     from lpcc.passes import get_all_passes
@@ -81,42 +86,48 @@ def cmd_opt(args: argparse.Namespace) -> int:
         print("\n".join(sorted(passes)))
         return 0
     if args.file is None:
-        raise LpccError("lpcc opt: give an input FILE (or - for standard input)")
+        raise LpccError("give an input FILE (or - for standard input)")
     name = "<stdin>" if args.file == "-" else args.file
     try:
-        text = sys.stdin.read() if args.file == "-" else open(args.file).read()
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     except OSError as err:
-        raise LpccError(f"lpcc opt: cannot read {name}: {err.strerror}") from None
+        raise LpccError(f"cannot read {name}: {err.strerror}") from None
     module = parse_module(text, name)
-    out = open(args.output, "w") if args.output else sys.stdout
+    chunks: list[str] = []
 
-    def between(prev: object, mod: object, nxt: object) -> None:
-        if args.print_between_passes:
-            out.write(f"// -----// IR after {prev.name} //----- //\n")  # type: ignore[attr-defined]
-            out.write(print_module(mod))  # type: ignore[arg-type]
+    def dump(after: object, mod: object, _next: object) -> None:
+        # xDSL calls this before the first pass (after=None) and after each.
+        if after is not None:
+            chunks.append(f"// -----// IR after {after.name} //----- //\n")  # type: ignore[attr-defined]
+            chunks.append(print_module(mod))  # type: ignore[arg-type]
 
+    pipeline = None
     if args.passes:
-        unknown = [
-            p.split("{")[0].strip()
-            for p in args.passes.split(",")
-            if p.split("{")[0].strip() not in passes
-        ]
-        if unknown:
-            raise LpccError(
-                f"lpcc opt: unknown pass {unknown[0]!r}; known passes: "
-                f"{', '.join(sorted(passes))}"
-            )
+        callback = dump if args.print_between_passes else None
         try:
-            pipeline = PassPipeline.parse_spec(passes, args.passes, callback=between)
-        except PassPipelineParseError as err:
-            raise LpccError(f"lpcc opt: bad pipeline {args.passes!r}: {err}") from None
-        pipeline.apply(context(), module)
-        if args.print_between_passes and pipeline.passes:
-            between(pipeline.passes[-1], module, None)
-            verify_module(module, f"{name} after the pipeline")
-            return 0
-        verify_module(module, f"{name} after the pipeline")
-    out.write(print_module(module))
+            pipeline = PassPipeline.parse_spec(passes, args.passes, callback=callback)
+        except (ArgSpecParseError, ValueError) as err:  # xDSL's own messages
+            raise LpccError(
+                f"bad pipeline {args.passes!r}: {err}\nknown passes: "
+                f"{', '.join(sorted(passes))} (lpcc opt --list-passes)"
+            ) from None
+        try:
+            pipeline.apply(context(), module)
+        except DiagnosticException as err:
+            raise LpccError(
+                f"pipeline {args.passes!r} failed on {name}: {err}"
+            ) from None
+        verify_module(module, f"{name} after {args.passes}")
+    if not chunks:  # with --print-between-passes the last dump is the result
+        chunks.append(print_module(module))
+    if args.output:
+        try:
+            with open(args.output, "w") as out:
+                out.writelines(chunks)
+        except OSError as err:
+            raise LpccError(f"cannot write {args.output}: {err.strerror}") from None
+    else:
+        sys.stdout.writelines(chunks)
     return 0
 
 

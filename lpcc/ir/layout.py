@@ -467,7 +467,9 @@ class Layout:
     ) -> Layout:
         """Build from per-dimension mode lists (the text form's fields)."""
         shape = tuple(math.prod(dim) for dim in modes)
-        return cls(shape, tuple(s for dim in modes for s in dim), tuple(spatial), tuple(local))
+        return cls(
+            shape, tuple(s for dim in modes for s in dim), tuple(spatial), tuple(local)
+        )
 
     @classmethod
     def parse(cls, text: str) -> Layout:
@@ -475,7 +477,9 @@ class Layout:
         return _Parser(text).parse()
 
 
-def _group_modes(shape: tuple[int, ...], mode_shape: tuple[int, ...]) -> tuple[int, ...]:
+def _group_modes(
+    shape: tuple[int, ...], mode_shape: tuple[int, ...]
+) -> tuple[int, ...]:
     counts, k = [], 0
     for size in shape:
         start, prod = k, 1
@@ -506,7 +510,9 @@ def _primitive(shape: Sequence[int], is_spatial: bool, column: bool) -> Layout:
     if column:
         order.reverse()
     entries = tuple(order)
-    return Layout(shape, shape, entries if is_spatial else (), () if is_spatial else entries)
+    return Layout(
+        shape, shape, entries if is_spatial else (), () if is_spatial else entries
+    )
 
 
 def spatial(*shape: int) -> Layout:
@@ -532,7 +538,9 @@ def column_local(*shape: int) -> Layout:
 def replicate(num_workers: int, rank: int = 1) -> Layout:
     """`num_workers` workers that all hold the same (size-1) tile."""
     if num_workers < 1 or rank < 1:
-        raise LayoutError(f"replicate needs num_workers, rank >= 1, got {num_workers}, {rank}")
+        raise LayoutError(
+            f"replicate needs num_workers, rank >= 1, got {num_workers}, {rank}"
+        )
     return Layout((1,) * rank, (), (-num_workers,), ())
 
 
@@ -597,7 +605,7 @@ class _Parser:
         result = self.atom()
         while self.peek() == ".":
             self.take()
-            name, args, kwargs = self.call()
+            name, args, _ = self.call()
             if name == "replicate":
                 result = result.replicate(*args)
             elif name in _PRIMITIVES:

@@ -39,15 +39,25 @@ def packed_nbytes(count: int, bits: int) -> int:
     return (count * bits + 7) // 8
 
 
-def _group(bits: int) -> tuple[int, int, int]:
-    """(elements, bytes, uint64 words) of one byte-aligned group."""
+def _group(bits: int) -> tuple[int, int, type[np.unsignedinteger], int, int]:
+    """(elements, bytes, word type, word bits, words) of one byte-aligned group.
+
+    A group is g = 8 / gcd(b, 8) elements, exactly g*b/8 bytes. It is built in
+    one uint32 when it fits (half the memory traffic of uint64), else in
+    uint64 words.
+    """
     g = 8 // math.gcd(bits, 8)
     nbytes = g * bits // 8
-    return g, nbytes, (nbytes + 7) // 8
+    word, wbits = (np.uint32, 32) if nbytes <= 4 else (np.uint64, 64)
+    return g, nbytes, word, wbits, -(-nbytes * 8 // wbits)
+
+
+def _whole_bytes(bits: int) -> bool:
+    return bits in (8, 16, 32, 64)
 
 
 def check_codes(codes: np.ndarray, bits: int, what: str) -> np.ndarray:
-    """Return `codes` flattened as uint64 after checking they fit in `bits`.
+    """Return `codes` flattened (C order) after checking they fit in `bits`.
 
     Raises `CodecError` naming the first offending element, because a code
     that does not fit would silently corrupt its neighbours once packed.
@@ -72,7 +82,7 @@ def check_codes(codes: np.ndarray, bits: int, what: str) -> np.ndarray:
                 f"fit in {bits} bits (valid codes are 0..{limit}); turn values "
                 "into codes with the element type's encode()"
             )
-    return flat.astype(np.uint64, copy=False)
+    return flat
 
 
 def pack_bits(codes: np.ndarray, bits: int, what: str = "pack") -> np.ndarray:
@@ -80,24 +90,25 @@ def pack_bits(codes: np.ndarray, bits: int, what: str = "pack") -> np.ndarray:
     flat = check_codes(codes, bits, what)
     n = flat.size
     nbytes = packed_nbytes(n, bits)
-    if bits % 8 == 0:
+    if _whole_bytes(bits):
         # Whole bytes: the stream is the little-endian image of the codes.
-        return flat.astype(f"<u{bits // 8}").view(np.uint8).copy()
-    g, gbytes, words = _group(bits)
+        return flat.astype(f"<u{bits // 8}").view(np.uint8).reshape(-1)
+    g, gbytes, word, wbits, words = _group(bits)
     ngroups = -(-n // g)
     if ngroups * g != n:
-        flat = np.concatenate([flat, np.zeros(ngroups * g - n, np.uint64)])
+        flat = np.concatenate([flat, np.zeros(ngroups * g - n, flat.dtype)])
     cols = flat.reshape(ngroups, g)
-    acc = np.zeros((words, ngroups), np.uint64)
+    acc = np.zeros((ngroups, words), word)
     for j in range(g):
-        offset = j * bits
-        w, s = divmod(offset, 64)
-        col = cols[:, j]
-        acc[w] |= col << np.uint64(s)
-        if s + bits > 64:  # the element straddles two words
-            acc[w + 1] |= col >> np.uint64(64 - s)
-    stream = acc.T.copy().view(np.uint8).reshape(ngroups, words * 8)[:, :gbytes]
-    return stream.reshape(-1)[:nbytes].copy()
+        w, s = divmod(j * bits, wbits)
+        col = cols[:, j].astype(word)
+        acc[:, w] |= col << word(s)
+        if s + bits > wbits:  # the element straddles two words
+            acc[:, w + 1] |= col >> word(wbits - s)
+    stream = acc.view(np.uint8).reshape(ngroups, words * wbits // 8)
+    if stream.shape[1] != gbytes:
+        stream = np.ascontiguousarray(stream[:, :gbytes])
+    return stream.reshape(-1)[:nbytes]
 
 
 def unpack_bits(
@@ -117,8 +128,7 @@ def unpack_bits(
         data = np.asarray(buf)
         if data.dtype != np.uint8:
             raise CodecError(
-                f"{what}: the packed buffer must be uint8 bytes, got dtype "
-                f"{data.dtype}"
+                f"{what}: the packed buffer must be uint8 bytes, got dtype {data.dtype}"
             )
         data = data.reshape(-1)
     if count < 0:
@@ -130,22 +140,24 @@ def unpack_bits(
             f"buffer holds {data.size}"
         )
     out_dtype = code_dtype(bits)
-    if bits % 8 == 0:
+    if _whole_bytes(bits):
         return data[:need].view(f"<u{bits // 8}").astype(out_dtype)
-    g, gbytes, words = _group(bits)
+    g, gbytes, word, wbits, words = _group(bits)
     ngroups = -(-count // g)
-    padded = np.zeros((ngroups, words * 8), np.uint8)
-    src = np.zeros(ngroups * gbytes, np.uint8)
-    src[:need] = data[:need]
-    padded[:, :gbytes] = src.reshape(ngroups, gbytes)
-    acc = padded.view(np.uint64).T  # (words, ngroups), rows are strided views
-    mask = np.uint64((1 << bits) - 1)
+    wbytes = words * wbits // 8
+    padded = np.zeros((ngroups, wbytes), np.uint8)
+    full = need // gbytes  # groups wholly inside the buffer
+    padded[:full, :gbytes] = data[: full * gbytes].reshape(full, gbytes)
+    if full < ngroups:
+        tail = data[full * gbytes : need]
+        padded[full, : tail.size] = tail
+    acc = padded.view(word)  # (ngroups, words)
+    mask = word((1 << bits) - 1)
     out = np.empty((ngroups, g), out_dtype)
     for j in range(g):
-        offset = j * bits
-        w, s = divmod(offset, 64)
-        val = acc[w] >> np.uint64(s)
-        if s + bits > 64:
-            val = val | (acc[w + 1] << np.uint64(64 - s))
+        w, s = divmod(j * bits, wbits)
+        val = acc[:, w] >> word(s)
+        if s + bits > wbits:
+            val |= acc[:, w + 1] << word(wbits - s)
         out[:, j] = val & mask
     return out.reshape(-1)[:count]

@@ -9,6 +9,7 @@ checked against arithmetic they do not use.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from fractions import Fraction
 
@@ -129,8 +130,8 @@ class ExactFloat:
     def test_inputs(self) -> list[float]:
         """Every value, every midpoint, the float64 neighbours of both, extremes."""
         points: list[float] = []
-        mags = self.mags + [self.max + self._quantum(self.max)]
-        for lo, hi in zip(mags, mags[1:], strict=False):
+        mags = [*self.mags, self.max + self._quantum(self.max)]
+        for lo, hi in itertools.pairwise(mags):
             for v in (lo, (lo + hi) / 2):
                 f = float(v)
                 points += [f, math.nextafter(f, math.inf), math.nextafter(f, -math.inf)]

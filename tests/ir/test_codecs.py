@@ -114,8 +114,13 @@ def test_e8m0_subnormal_inputs_round_to_nearest() -> None:
     t = lpcc.dtype("e8m0")
     ref = ExactPowerOfTwo()
     x = np.array(
-        [2.0**-127 * 1.2, 2.0**-127 * 1.49, 2.0**-127 * 1.5, 2.0**-126 * 1.2,
-         2.0**-120 * 1.2],
+        [
+            2.0**-127 * 1.2,
+            2.0**-127 * 1.49,
+            2.0**-127 * 1.5,
+            2.0**-126 * 1.2,
+            2.0**-120 * 1.2,
+        ],
         np.float32,
     )
     assert [int(c) for c in t.encode(x)] == [ref.encode(float(v)) for v in x]
@@ -210,7 +215,9 @@ def test_no_double_rounding_from_float64() -> None:
         ("e8m0", [0.0, -1.0, 3.0, 5.0, 0.75], [np.nan, np.nan, 4, 4, 1]),
     ],
 )
-def test_overflow_and_special_rules(name: str, x: list[float], expected: list[float]) -> None:
+def test_overflow_and_special_rules(
+    name: str, x: list[float], expected: list[float]
+) -> None:
     """Hand-derived: overflow to inf (ieee), NaN (fn/fnuz), saturation (finite)."""
     t = lpcc.dtype(name)
     got = t.decode(t.encode(np.array(x, np.float32)))
@@ -226,7 +233,9 @@ def test_finite_formats_encode_nan_as_a_zero() -> None:
     assert [int(c) for c in codes] == [0b100000, 0]
 
 
-@pytest.mark.parametrize("name", ["float<12,3,finite>", "float<20,11,ieee>", "float<31,0,fnuz>"])
+@pytest.mark.parametrize(
+    "name", ["float<12,3,finite>", "float<20,11,ieee>", "float<31,0,fnuz>"]
+)
 def test_wide_exponent_formats_round_trip(name: str) -> None:
     """Formats whose range exceeds float64 still round-trip every value that
     float64 can hold, and decode to float64."""
@@ -254,12 +263,17 @@ def test_wide_exponent_formats_round_trip(name: str) -> None:
 def test_int_codec(bits: int, signed: bool) -> None:
     t = lpcc.int_(bits) if signed else lpcc.uint_(bits)
     lo, hi = t.min, t.max
-    assert (lo, hi) == ((-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1))
+    assert (lo, hi) == (
+        (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    )
     # every value for small widths; the edges and a sample for wide ones
     if bits <= 8:
         values = np.arange(lo, hi + 1, dtype=np.int64)
     else:
-        values = np.array([lo, lo + 1, -1 if signed else 5, 0, 1, hi - 1, hi], dtype=np.int64 if hi < 2**63 else np.uint64)
+        values = np.array(
+            [lo, lo + 1, -1 if signed else 5, 0, 1, hi - 1, hi],
+            dtype=np.int64 if hi < 2**63 else np.uint64,
+        )
     codes = t.encode(values)
     assert codes.dtype == t.code_dtype
     assert np.array_equal(t.decode_int(codes), values)
@@ -267,7 +281,9 @@ def test_int_codec(bits: int, signed: bool) -> None:
         assert int(t.encode(np.array([-1]))[0]) == 2**bits - 1
     # floats round half to even and saturate; NaN -> 0
     f = np.array([0.5, 1.5, 2.5, -0.5, -1.5, np.nan, 1e30, -1e30, np.inf, -np.inf])
-    expect = np.clip(np.array([0, 2, 2, 0, -2, 0, hi, lo, hi, lo], dtype=object), lo, hi)
+    expect = np.clip(
+        np.array([0, 2, 2, 0, -2, 0, hi, lo, hi, lo], dtype=object), lo, hi
+    )
     assert list(t.decode_int(t.encode(f))) == list(expect)
     # the largest float64 below 2**(bits-1) is in range and must not clip
     near = float(np.nextafter(2.0 ** (bits - int(signed)), 0.0))
@@ -280,12 +296,17 @@ def test_int_decode_dtype() -> None:
     assert lpcc.dtype("int26").decode_dtype == np.float64
     assert lpcc.dtype("uint24").decode_dtype == np.float32
     assert lpcc.dtype("uint25").decode_dtype == np.float64
-    assert lpcc.dtype("int3").decode(np.array([4, 7], np.uint8)).tolist() == [-4.0, -1.0]
+    assert lpcc.dtype("int3").decode(np.array([4, 7], np.uint8)).tolist() == [
+        -4.0,
+        -1.0,
+    ]
 
 
 def test_codec_errors_name_the_problem() -> None:
     t = lpcc.dtype("int3")
-    with pytest.raises(lpcc.CodecError, match="code 9 at flat index 1 does not fit in 3 bits"):
+    with pytest.raises(
+        lpcc.CodecError, match="code 9 at flat index 1 does not fit in 3 bits"
+    ):
         t.decode(np.array([1, 9]))
     with pytest.raises(lpcc.CodecError, match="must be an integer array"):
         t.decode(np.array([1.0]))

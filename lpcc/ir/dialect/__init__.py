@@ -54,6 +54,8 @@ def parse_module(text: str, name: str = "<input>", verify: bool = True) -> Modul
         module = Parser(context(), text, name).parse_module()
     except ParseError as err:
         raise IRError(f"cannot parse {name}:\n{err}") from None
+    except VerifyException as err:  # an attribute that cannot exist
+        raise IRError(f"cannot parse {name}: {err}") from None
     if verify:
         verify_module(module, name)
     return module

@@ -95,11 +95,17 @@ class Signature(CustomDirective):
             parser.parse_punctuation("->")
             result = parser.parse_type()
         else:
+            count = sum(len(group) for group in state.operands if group)
+            pos = parser.pos
             first = parser.parse_type()
             if parser.parse_optional_punctuation("->") is not None:
+                if count != 1:
+                    parser.raise_error(
+                        f"{count} operands: write their types as (T1, T2, ...) -> R",
+                        pos,
+                    )
                 ins, result = [first], parser.parse_type()
             else:
-                count = sum(len(group) for group in state.operands if group)
                 ins, result = [first] * count, first
         self.operands.set(state, ins)
         self.results.set(state, [result])
@@ -174,7 +180,7 @@ class Payload(CustomDirective):
         assert isinstance(attr, BytesAttr)
         data = attr.data
         dt = to_dtype(result_type.element_type)  # type: ignore[attr-defined]
-        if len(data) == dt.nbytes(1) and _numel(result_type) != 1:
+        if len(data) == dt.nbytes(1) and _numel(result_type) != 0:
             printer.print_string("splat ")
             printer.print_string(_splat_text(dt, data))
         else:

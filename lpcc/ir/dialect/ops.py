@@ -142,14 +142,19 @@ class LpOp(IRDLOperation):
         got = _type(result)
         want_elem, want_shape = expected
         if got.element_type != to_attr(want_elem):
-            raise _fail(self.name, f"result element type {got.element_type}, "
-                        f"expected {to_attr(want_elem)}")
+            raise _fail(
+                self.name,
+                f"result element type {got.element_type}, "
+                f"expected {to_attr(want_elem)}",
+            )
         if len(got.get_shape()) != len(want_shape) or any(
             g != w and DYNAMIC not in (g, w)
             for g, w in zip(got.get_shape(), want_shape, strict=True)
         ):
-            raise _fail(self.name, f"result shape {list(got.get_shape())}, expected "
-                        f"{list(want_shape)}")
+            raise _fail(
+                self.name,
+                f"result shape {list(got.get_shape())}, expected {list(want_shape)}",
+            )
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]] | None:
         """(element type, shape) of the result, or None if the type is free."""
@@ -187,10 +192,14 @@ class ConstantOp(LpOp):
     assembly_format = "attr-dict custom<Payload>($data, type($result))"
 
     def __init__(self, data: bytes, result_type: TensorType) -> None:
-        super().__init__(properties={"data": BytesAttr(data)}, result_types=[result_type])
+        super().__init__(
+            properties={"data": BytesAttr(data)}, result_types=[result_type]
+        )
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, dt: DType, layout: object = None) -> ConstantOp:
+    def from_codes(
+        cls, codes: np.ndarray, dt: DType, layout: object = None
+    ) -> ConstantOp:
         codes = np.asarray(codes)
         flat = codes.reshape(-1)
         if flat.size > 1 and np.all(flat == flat[0]):
@@ -236,8 +245,11 @@ class ConstantOp(LpOp):
         numel = math.prod(shape)
         size = len(self.data.data)
         if size not in (dt.nbytes(numel), dt.nbytes(1)):
-            raise _fail(self.name, f"payload of {size} bytes; {numel} x {dt} needs "
-                        f"{dt.nbytes(numel)} (or {dt.nbytes(1)} for a splat)")
+            raise _fail(
+                self.name,
+                f"payload of {size} bytes; {numel} x {dt} needs "
+                f"{dt.nbytes(numel)} (or {dt.nbytes(1)} for a splat)",
+            )
         count = numel if size == dt.nbytes(numel) else 1
         used = count * dt.bits % 8
         if used and self.data.data[-1] >> used:
@@ -258,22 +270,31 @@ class ElementwiseBinaryOp(LpOp):
     custom_directives = _DIRECTIVES
     assembly_format = f"$lhs `,` $rhs attr-dict {_SIG}"
 
-    def __init__(self, lhs: SSAValue, rhs: SSAValue, result_type: Attribute | None = None):
+    def __init__(
+        self, lhs: SSAValue, rhs: SSAValue, result_type: Attribute | None = None
+    ):
         inferred = self.infer(self.name, _type(lhs), _type(rhs))
         super().__init__(
             operands=[lhs, rhs], result_types=[_build(self.name, inferred, result_type)]
         )
 
     @classmethod
-    def infer(cls, name: str, lhs: TensorType, rhs: TensorType) -> tuple[DType, tuple[int, ...]]:
+    def infer(
+        cls, name: str, lhs: TensorType, rhs: TensorType
+    ) -> tuple[DType, tuple[int, ...]]:
         a, b = _elem(lhs), _elem(rhs)
         if a != b:
-            raise IRError(f"{name}: operand element types differ ({a} vs {b}); "
-                          "insert an lp.cast")
+            raise IRError(
+                f"{name}: operand element types differ ({a} vs {b}); insert an lp.cast"
+            )
         if len(_shape(lhs)) != len(_shape(rhs)):
-            raise IRError(f"{name}: operand ranks differ ({list(_shape(lhs))} vs "
-                          f"{list(_shape(rhs))}); reshape to equal rank first")
-        return cls.result_dtype(name, a), broadcast_shapes(name, _shape(lhs), _shape(rhs))
+            raise IRError(
+                f"{name}: operand ranks differ ({list(_shape(lhs))} vs "
+                f"{list(_shape(rhs))}); reshape to equal rank first"
+            )
+        return cls.result_dtype(name, a), broadcast_shapes(
+            name, _shape(lhs), _shape(rhs)
+        )
 
     @classmethod
     def result_dtype(cls, name: str, dt: DType) -> DType:
@@ -360,8 +381,10 @@ class CmpOp(ElementwiseBinaryOp):
 
     def verify_(self) -> None:
         if self.predicate.data not in CMP_PREDICATES:
-            raise _fail(self.name, f"predicate {self.predicate.data!r} not in "
-                        f"{', '.join(CMP_PREDICATES)}")
+            raise _fail(
+                self.name,
+                f"predicate {self.predicate.data!r} not in {', '.join(CMP_PREDICATES)}",
+            )
         super().verify_()
 
 
@@ -378,7 +401,9 @@ class ElementwiseUnaryOp(LpOp):
     def __init__(self, input: SSAValue):
         t = _type(input)
         self.check_dtype(self.name, _elem(t))
-        super().__init__(operands=[input], result_types=[tensor_type(_elem(t), _shape(t))])
+        super().__init__(
+            operands=[input], result_types=[tensor_type(_elem(t), _shape(t))]
+        )
 
     @classmethod
     def check_dtype(cls, name: str, dt: DType) -> None:
@@ -487,16 +512,20 @@ class SelectOp(LpOp):
 
     def __init__(self, cond: SSAValue, on_true: SSAValue, on_false: SSAValue):
         inferred = self.infer(_type(cond), _type(on_true), _type(on_false))
-        super().__init__(operands=[cond, on_true, on_false],
-                         result_types=[tensor_type(*inferred)])
+        super().__init__(
+            operands=[cond, on_true, on_false], result_types=[tensor_type(*inferred)]
+        )
 
     @staticmethod
-    def infer(c: TensorType, a: TensorType, b: TensorType) -> tuple[DType, tuple[int, ...]]:
+    def infer(
+        c: TensorType, a: TensorType, b: TensorType
+    ) -> tuple[DType, tuple[int, ...]]:
         if _elem(c) != IntType(1, False):
             raise IRError(f"lp.select: condition must be i1, got {_elem(c)}")
         if _elem(a) != _elem(b):
-            raise IRError(f"lp.select: branch element types differ ({_elem(a)} vs "
-                          f"{_elem(b)})")
+            raise IRError(
+                f"lp.select: branch element types differ ({_elem(a)} vs {_elem(b)})"
+            )
         shapes = (_shape(c), _shape(a), _shape(b))
         if len({len(s) for s in shapes}) != 1:
             raise IRError("lp.select: operands must have equal rank")
@@ -537,11 +566,16 @@ def block_scale_shape(
 ) -> tuple[int, ...]:
     """Shape of the scales when each scale covers one `block` of the input."""
     if len(block) != len(shape):
-        raise IRError(f"{op}: block {list(block)} needs one size per dimension "
-                      f"of shape {list(shape)}")
+        raise IRError(
+            f"{op}: block {list(block)} needs one size per dimension "
+            f"of shape {list(shape)}"
+        )
     if any(b < 1 for b in block):
         raise IRError(f"{op}: block sizes must be >= 1, got {list(block)}")
-    return tuple(DYNAMIC if n == DYNAMIC else -(-n // b) for n, b in zip(shape, block, strict=True))
+    return tuple(
+        DYNAMIC if n == DYNAMIC else -(-n // b)
+        for n, b in zip(shape, block, strict=True)
+    )
 
 
 class _QuantBase(LpOp):
@@ -582,9 +616,14 @@ class _QuantBase(LpOp):
             if len(got) != len(want) or any(
                 g != w and DYNAMIC not in (g, w) for g, w in zip(got, want, strict=True)
             ):
-                raise IRError(f"{self.name}: {what} shape {list(got)}, expected "
-                              f"{list(want)} for block {list(_array(self.block))}")
-        if not _is_float(_elem(_type(self.scale))) and _elem(_type(self.scale)).kind != "e8m0":
+                raise IRError(
+                    f"{self.name}: {what} shape {list(got)}, expected "
+                    f"{list(want)} for block {list(_array(self.block))}"
+                )
+        if (
+            not _is_float(_elem(_type(self.scale)))
+            and _elem(_type(self.scale)).kind != "e8m0"
+        ):
             raise IRError(f"{self.name}: scale must be a float or e8m0 tensor")
         self.check_elements(_elem(t), _elem(self.result.type))
         return _elem(self.result.type), _shape(t)
@@ -638,9 +677,7 @@ class MatmulOp(LpOp):
     result = result_def(TensorType)
     traits = traits_def(Pure())
     custom_directives = _DIRECTIVES
-    assembly_format = (
-        f"$lhs `,` $rhs (`transpose_b` $transpose_b^)? attr-dict {_SIG}"
-    )
+    assembly_format = f"$lhs `,` $rhs (`transpose_b` $transpose_b^)? attr-dict {_SIG}"
 
     def __init__(
         self,
@@ -662,26 +699,34 @@ class MatmulOp(LpOp):
     ) -> tuple[DType, tuple[int, ...]]:
         sa, sb = _shape(a), _shape(b)
         if len(sa) < 2 or len(sb) < 2:
-            raise IRError(f"lp.matmul: operands need rank >= 2, got {list(sa)} and "
-                          f"{list(sb)}")
+            raise IRError(
+                f"lp.matmul: operands need rank >= 2, got {list(sa)} and {list(sb)}"
+            )
         m, k = sa[-2:]
         n, k2 = sb[-2:] if transpose_b else sb[-2:][::-1]
         if DYNAMIC not in (k, k2) and k != k2:
-            raise IRError(f"lp.matmul: contraction sizes differ: {list(sa)} @ "
-                          f"{list(sb)}{' (transpose_b)' if transpose_b else ''}")
+            raise IRError(
+                f"lp.matmul: contraction sizes differ: {list(sa)} @ "
+                f"{list(sb)}{' (transpose_b)' if transpose_b else ''}"
+            )
         ea, eb = _elem(a), _elem(b)
         if _is_float(ea) and _is_float(eb):
             dt = out if out is not None else ea
             if not _is_float(dt):
-                raise IRError(f"lp.matmul: float operands give a float result, not {dt}")
+                raise IRError(
+                    f"lp.matmul: float operands give a float result, not {dt}"
+                )
         elif isinstance(ea, IntType) and isinstance(eb, IntType):
             dt = int_(32)
             if out is not None and out != dt:
-                raise IRError(f"lp.matmul: integer operands accumulate into int32, "
-                              f"not {out}")
+                raise IRError(
+                    f"lp.matmul: integer operands accumulate into int32, not {out}"
+                )
         else:
-            raise IRError(f"lp.matmul: operand types {ea} and {eb} mix floats and "
-                          "integers; dequantize or cast first")
+            raise IRError(
+                f"lp.matmul: operand types {ea} and {eb} mix floats and "
+                "integers; dequantize or cast first"
+            )
         batch = broadcast_shapes("lp.matmul", sa[:-2], sb[:-2])
         return dt, (*batch, m, n)
 
@@ -705,8 +750,7 @@ class ReduceOp(LpOp):
     traits = traits_def(Pure())
     custom_directives = _DIRECTIVES
     assembly_format = (
-        "$input `dims` custom<IntList>($dims) (`keepdim` $keepdim^)? attr-dict "
-        f"{_SIG}"
+        f"$input `dims` custom<IntList>($dims) (`keepdim` $keepdim^)? attr-dict {_SIG}"
     )
     FLOATS_ONLY: ClassVar[bool] = False
 
@@ -718,7 +762,10 @@ class ReduceOp(LpOp):
         super().__init__(
             operands=[input],
             result_types=[tensor_type(dt, shape)],
-            properties={"dims": int_array(norm), **({"keepdim": UnitAttr()} if keepdim else {})},
+            properties={
+                "dims": int_array(norm),
+                **({"keepdim": UnitAttr()} if keepdim else {}),
+            },
         )
 
     @classmethod
@@ -726,19 +773,26 @@ class ReduceOp(LpOp):
         cls, name: str, t: TensorType, dims: Sequence[int], keepdim: bool
     ) -> tuple[DType, tuple[int, ...]]:
         shape = _shape(t)
-        if list(dims) != sorted(set(dims)) or any(not 0 <= d < len(shape) for d in dims):
-            raise IRError(f"{name}: dims {list(dims)} must be sorted, unique and in "
-                          f"0..{len(shape) - 1}")
+        if list(dims) != sorted(set(dims)) or any(
+            not 0 <= d < len(shape) for d in dims
+        ):
+            raise IRError(
+                f"{name}: dims {list(dims)} must be sorted, unique and in "
+                f"0..{len(shape) - 1}"
+            )
         if cls.FLOATS_ONLY and not _is_float(_elem(t)):
             raise IRError(f"{name}: needs a float tensor, got {_elem(t)}")
         out = tuple(
-            1 if d in dims else n for d, n in enumerate(shape) if keepdim or d not in dims
+            1 if d in dims else n
+            for d, n in enumerate(shape)
+            if keepdim or d not in dims
         )
         return _elem(t), out
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
-        return self.infer(self.name, _type(self.input), _array(self.dims),
-                          self.keepdim is not None)
+        return self.infer(
+            self.name, _type(self.input), _array(self.dims), self.keepdim is not None
+        )
 
 
 @irdl_op_definition
@@ -784,14 +838,19 @@ class AlongDimOp(LpOp):
     def __init__(self, input: SSAValue, dim: int):
         t = _type(input)
         d = _norm_dim(self.name, dim, len(_shape(t)))
-        super().__init__(operands=[input], result_types=[tensor_type(_elem(t), _shape(t))],
-                         properties={"dim": IntAttr(d)})
+        super().__init__(
+            operands=[input],
+            result_types=[tensor_type(_elem(t), _shape(t))],
+            properties={"dim": IntAttr(d)},
+        )
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
         t = _type(self.input)
         if not 0 <= self.dim.data < len(_shape(t)):
-            raise IRError(f"{self.name}: dim {self.dim.data} out of range for rank "
-                          f"{len(_shape(t))}")
+            raise IRError(
+                f"{self.name}: dim {self.dim.data} out of range for rank "
+                f"{len(_shape(t))}"
+            )
         if self.FLOATS_ONLY and not _is_float(_elem(t)):
             raise IRError(f"{self.name}: needs a float tensor, got {_elem(t)}")
         return _elem(t), _shape(t)
@@ -834,14 +893,17 @@ class ReshapeOp(LpOp):
     assembly_format = f"$input attr-dict {_SIG}"
 
     def __init__(self, input: SSAValue, shape: Sequence[int]):
-        super().__init__(operands=[input],
-                         result_types=[tensor_type(_elem(_type(input)), shape)])
+        super().__init__(
+            operands=[input], result_types=[tensor_type(_elem(_type(input)), shape)]
+        )
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
         a, b = _shape(_type(self.input)), _shape(self.result.type)
         if DYNAMIC not in a + b and math.prod(a) != math.prod(b):
-            raise IRError(f"lp.reshape: {list(a)} ({math.prod(a)} elements) cannot "
-                          f"become {list(b)} ({math.prod(b)} elements)")
+            raise IRError(
+                f"lp.reshape: {list(a)} ({math.prod(a)} elements) cannot "
+                f"become {list(b)} ({math.prod(b)} elements)"
+            )
         return _elem(_type(self.input)), b
 
 
@@ -862,15 +924,20 @@ class PermuteOp(LpOp):
         rank = len(_shape(t))
         norm = [_norm_dim(self.name, p, rank) for p in perm]
         dt, shape = self.infer(t, norm)
-        super().__init__(operands=[input], result_types=[tensor_type(dt, shape)],
-                         properties={"perm": int_array(norm)})
+        super().__init__(
+            operands=[input],
+            result_types=[tensor_type(dt, shape)],
+            properties={"perm": int_array(norm)},
+        )
 
     @staticmethod
     def infer(t: TensorType, perm: Sequence[int]) -> tuple[DType, tuple[int, ...]]:
         shape = _shape(t)
         if sorted(perm) != list(range(len(shape))):
-            raise IRError(f"lp.permute: {list(perm)} is not a permutation of "
-                          f"{len(shape)} dimensions")
+            raise IRError(
+                f"lp.permute: {list(perm)} is not a permutation of "
+                f"{len(shape)} dimensions"
+            )
         return _elem(t), tuple(shape[p] for p in perm)
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
@@ -889,16 +956,19 @@ class BroadcastOp(LpOp):
     assembly_format = f"$input attr-dict {_SIG}"
 
     def __init__(self, input: SSAValue, shape: Sequence[int]):
-        super().__init__(operands=[input],
-                         result_types=[tensor_type(_elem(_type(input)), shape)])
+        super().__init__(
+            operands=[input], result_types=[tensor_type(_elem(_type(input)), shape)]
+        )
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
         src, dst = _shape(_type(self.input)), _shape(self.result.type)
         if len(dst) < len(src) or any(
             s not in (1, d) and DYNAMIC not in (s, d)
-            for s, d in zip(src, dst[len(dst) - len(src):], strict=True)
+            for s, d in zip(src, dst[len(dst) - len(src) :], strict=True)
         ):
-            raise IRError(f"lp.broadcast: {list(src)} does not broadcast to {list(dst)}")
+            raise IRError(
+                f"lp.broadcast: {list(src)} does not broadcast to {list(dst)}"
+            )
         return _elem(_type(self.input)), dst
 
 
@@ -929,8 +999,10 @@ class SliceOp(LpOp):
         super().__init__(
             operands=[input],
             result_types=[tensor_type(_elem(_type(input)), sizes)],
-            properties={"offsets": int_array(tuple(offsets)),
-                        "strides": int_array(tuple(strides))},
+            properties={
+                "offsets": int_array(tuple(offsets)),
+                "strides": int_array(tuple(strides)),
+            },
         )
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
@@ -938,12 +1010,16 @@ class SliceOp(LpOp):
         offsets, strides = _array(self.offsets), _array(self.strides)
         if not len(src) == len(sizes) == len(offsets) == len(strides):
             raise IRError("lp.slice: offsets, strides and result need the input's rank")
-        for d, (n, off, size, step) in enumerate(zip(src, offsets, sizes, strides, strict=True)):
+        for d, (n, off, size, step) in enumerate(
+            zip(src, offsets, sizes, strides, strict=True)
+        ):
             if off < 0 or step < 1:
                 raise IRError(f"lp.slice: dim {d} needs offset >= 0 and stride >= 1")
             if DYNAMIC not in (n, size) and size and off + (size - 1) * step >= n:
-                raise IRError(f"lp.slice: dim {d} reads index {off + (size - 1) * step} "
-                              f"of a size-{n} dimension")
+                raise IRError(
+                    f"lp.slice: dim {d} reads index {off + (size - 1) * step} "
+                    f"of a size-{n} dimension"
+                )
         return _elem(_type(self.input)), sizes
 
 
@@ -965,8 +1041,11 @@ class ConcatOp(LpOp):
         rank = len(_shape(_type(inputs[0])))
         d = _norm_dim(self.name, dim, rank)
         dt, shape = self.infer([_type(v) for v in inputs], d)
-        super().__init__(operands=[list(inputs)], result_types=[tensor_type(dt, shape)],
-                         properties={"dim": IntAttr(d)})
+        super().__init__(
+            operands=[list(inputs)],
+            result_types=[tensor_type(dt, shape)],
+            properties={"dim": IntAttr(d)},
+        )
 
     @staticmethod
     def infer(types: Sequence[TensorType], dim: int) -> tuple[DType, tuple[int, ...]]:
@@ -978,13 +1057,18 @@ class ConcatOp(LpOp):
         total = 0
         for t in types:
             s = _shape(t)
-            if _elem(t) != _elem(types[0]) or len(s) != len(first) or any(
-                a != b and DYNAMIC not in (a, b)
-                for i, (a, b) in enumerate(zip(s, first, strict=True)) if i != dim
+            if (
+                _elem(t) != _elem(types[0])
+                or len(s) != len(first)
+                or any(
+                    a != b and DYNAMIC not in (a, b)
+                    for i, (a, b) in enumerate(zip(s, first, strict=True))
+                    if i != dim
+                )
             ):
                 raise IRError(f"lp.concat: {t} does not match {types[0]} off dim {dim}")
             total = DYNAMIC if DYNAMIC in (total, s[dim]) else total + s[dim]
-        return _elem(types[0]), (*first[:dim], total, *first[dim + 1:])
+        return _elem(types[0]), (*first[:dim], total, *first[dim + 1 :])
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
         return self.infer([_type(v) for v in self.inputs], self.dim.data)
@@ -1003,11 +1087,16 @@ class _IndexOp(LpOp):
         t = _type(input)
         d = _norm_dim(self.name, dim, len(_shape(t)))
         dt, shape = self.infer(t, _type(indices), d)
-        super().__init__(operands=[input, indices], result_types=[tensor_type(dt, shape)],
-                         properties={"dim": IntAttr(d)})
+        super().__init__(
+            operands=[input, indices],
+            result_types=[tensor_type(dt, shape)],
+            properties={"dim": IntAttr(d)},
+        )
 
     @classmethod
-    def infer(cls, t: TensorType, idx: TensorType, dim: int) -> tuple[DType, tuple[int, ...]]:
+    def infer(
+        cls, t: TensorType, idx: TensorType, dim: int
+    ) -> tuple[DType, tuple[int, ...]]:
         raise NotImplementedError
 
     @staticmethod
@@ -1031,10 +1120,12 @@ class TakeOp(_IndexOp):
     name = "lp.take"
 
     @classmethod
-    def infer(cls, t: TensorType, idx: TensorType, dim: int) -> tuple[DType, tuple[int, ...]]:
+    def infer(
+        cls, t: TensorType, idx: TensorType, dim: int
+    ) -> tuple[DType, tuple[int, ...]]:
         cls._check("lp.take", t, idx, dim)
         s = _shape(t)
-        return _elem(t), (*s[:dim], *_shape(idx), *s[dim + 1:])
+        return _elem(t), (*s[:dim], *_shape(idx), *s[dim + 1 :])
 
 
 @irdl_op_definition
@@ -1044,7 +1135,9 @@ class GatherOp(_IndexOp):
     name = "lp.gather"
 
     @classmethod
-    def infer(cls, t: TensorType, idx: TensorType, dim: int) -> tuple[DType, tuple[int, ...]]:
+    def infer(
+        cls, t: TensorType, idx: TensorType, dim: int
+    ) -> tuple[DType, tuple[int, ...]]:
         cls._check("lp.gather", t, idx, dim)
         if len(_shape(idx)) != len(_shape(t)):
             raise IRError("lp.gather: indices need the input's rank")
@@ -1102,16 +1195,24 @@ class Conv2dOp(LpOp):
         dilation: Sequence[int] = (1, 1),
         groups: int = 1,
     ):
-        dt, shape = self.infer(_type(input), _type(weight),
-                               None if bias is None else _type(bias),
-                               stride, padding, dilation, groups)
+        dt, shape = self.infer(
+            _type(input),
+            _type(weight),
+            None if bias is None else _type(bias),
+            stride,
+            padding,
+            dilation,
+            groups,
+        )
         super().__init__(
             operands=[input, weight, [bias] if bias is not None else []],
             result_types=[tensor_type(dt, shape)],
-            properties={"stride": int_array(tuple(stride)),
-                        "padding": int_array(tuple(padding)),
-                        "dilation": int_array(tuple(dilation)),
-                        "groups": IntAttr(groups)},
+            properties={
+                "stride": int_array(tuple(stride)),
+                "padding": int_array(tuple(padding)),
+                "dilation": int_array(tuple(dilation)),
+                "groups": IntAttr(groups),
+            },
         )
 
     @staticmethod
@@ -1127,11 +1228,15 @@ class Conv2dOp(LpOp):
         op = "lp.conv2d"
         sx, sw = _shape(x), _shape(w)
         if len(sx) != 4 or len(sw) != 4:
-            raise IRError(f"{op}: input NCHW and weight OIHW need rank 4, got "
-                          f"{list(sx)} and {list(sw)}")
+            raise IRError(
+                f"{op}: input NCHW and weight OIHW need rank 4, got "
+                f"{list(sx)} and {list(sw)}"
+            )
         if not _is_float(_elem(x)) or _elem(w) != _elem(x):
-            raise IRError(f"{op}: input and weight must share a float type, got "
-                          f"{_elem(x)} and {_elem(w)}")
+            raise IRError(
+                f"{op}: input and weight must share a float type, got "
+                f"{_elem(x)} and {_elem(w)}"
+            )
         sh, sw_ = _pair(op, "stride", stride, 1)
         ph, pw = _pair(op, "padding", padding, 0)
         dh, dw = _pair(op, "dilation", dilation, 1)
@@ -1140,18 +1245,29 @@ class Conv2dOp(LpOp):
         if groups < 1 or (c != DYNAMIC and c % groups) or o % groups:
             raise IRError(f"{op}: groups {groups} must divide channels {c} and {o}")
         if c != DYNAMIC and cg * groups != c:
-            raise IRError(f"{op}: weight has {cg} input channels per group, input "
-                          f"has {c} channels in {groups} groups")
+            raise IRError(
+                f"{op}: weight has {cg} input channels per group, input "
+                f"has {c} channels in {groups} groups"
+            )
         if b is not None and (_shape(b) != (o,) or _elem(b) != _elem(x)):
             raise IRError(f"{op}: bias must be [{o}] of {_elem(x)}, got {b}")
-        return _elem(x), (n, o, _window_out(h, kh, sh, ph, dh, False),
-                          _window_out(wd, kw, sw_, pw, dw, False))
+        return _elem(x), (
+            n,
+            o,
+            _window_out(h, kh, sh, ph, dh, False),
+            _window_out(wd, kw, sw_, pw, dw, False),
+        )
 
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
-        return self.infer(_type(self.input), _type(self.weight),
-                          None if self.bias is None else _type(self.bias),
-                          _array(self.stride), _array(self.padding),
-                          _array(self.dilation), self.groups.data)
+        return self.infer(
+            _type(self.input),
+            _type(self.weight),
+            None if self.bias is None else _type(self.bias),
+            _array(self.stride),
+            _array(self.padding),
+            _array(self.dilation),
+            self.groups.data,
+        )
 
 
 class Pool2dOp(LpOp):
@@ -1169,8 +1285,15 @@ class Pool2dOp(LpOp):
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
         t = _type(self.input)
         dilation = _array(self.dilation) if hasattr(self, "dilation") else (1, 1)
-        return self.infer(self.name, t, _array(self.kernel), _array(self.stride),
-                          _array(self.padding), dilation, self.ceil_mode is not None)
+        return self.infer(
+            self.name,
+            t,
+            _array(self.kernel),
+            _array(self.stride),
+            _array(self.padding),
+            dilation,
+            self.ceil_mode is not None,
+        )
 
     @staticmethod
     def infer(
@@ -1192,10 +1315,16 @@ class Pool2dOp(LpOp):
         ph, pw = _pair(op, "padding", padding, 0)
         dh, dw = _pair(op, "dilation", dilation, 1)
         if 2 * ph > kh or 2 * pw > kw:
-            raise IRError(f"{op}: padding {list(padding)} must be at most half the "
-                          f"kernel {list(kernel)}")
-        return _elem(t), (s[0], s[1], _window_out(s[2], kh, sh, ph, dh, ceil),
-                          _window_out(s[3], kw, sw, pw, dw, ceil))
+            raise IRError(
+                f"{op}: padding {list(padding)} must be at most half the "
+                f"kernel {list(kernel)}"
+            )
+        return _elem(t), (
+            s[0],
+            s[1],
+            _window_out(s[2], kh, sh, ph, dh, ceil),
+            _window_out(s[3], kw, sw, pw, dw, ceil),
+        )
 
 
 @irdl_op_definition
@@ -1220,15 +1349,19 @@ class MaxPool2dOp(Pool2dOp):
         ceil_mode: bool = False,
     ):
         stride = tuple(kernel) if stride is None else tuple(stride)
-        dt, shape = self.infer(self.name, _type(input), kernel, stride, padding,
-                               dilation, ceil_mode)
+        dt, shape = self.infer(
+            self.name, _type(input), kernel, stride, padding, dilation, ceil_mode
+        )
         super().__init__(
             operands=[input],
             result_types=[tensor_type(dt, shape)],
-            properties={"kernel": int_array(tuple(kernel)), "stride": int_array(stride),
-                        "padding": int_array(tuple(padding)),
-                        "dilation": int_array(tuple(dilation)),
-                        **({"ceil_mode": UnitAttr()} if ceil_mode else {})},
+            properties={
+                "kernel": int_array(tuple(kernel)),
+                "stride": int_array(stride),
+                "padding": int_array(tuple(padding)),
+                "dilation": int_array(tuple(dilation)),
+                **({"ceil_mode": UnitAttr()} if ceil_mode else {}),
+            },
         )
 
 
@@ -1255,18 +1388,21 @@ class AvgPool2dOp(Pool2dOp):
         count_include_pad: bool = True,
     ):
         stride = tuple(kernel) if stride is None else tuple(stride)
-        dt, shape = self.infer(self.name, _type(input), kernel, stride, padding,
-                               (1, 1), ceil_mode)
+        dt, shape = self.infer(
+            self.name, _type(input), kernel, stride, padding, (1, 1), ceil_mode
+        )
         props: dict[str, Attribute] = {
-            "kernel": int_array(tuple(kernel)), "stride": int_array(stride),
+            "kernel": int_array(tuple(kernel)),
+            "stride": int_array(stride),
             "padding": int_array(tuple(padding)),
         }
         if ceil_mode:
             props["ceil_mode"] = UnitAttr()
         if count_include_pad:
             props["count_include_pad"] = UnitAttr()
-        super().__init__(operands=[input], result_types=[tensor_type(dt, shape)],
-                         properties=props)
+        super().__init__(
+            operands=[input], result_types=[tensor_type(dt, shape)], properties=props
+        )
 
 
 LP_OPS: tuple[type[IRDLOperation], ...] = (

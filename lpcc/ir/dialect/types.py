@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
     BFloat16Type,
     Float16Type,
     Float32Type,
@@ -37,7 +38,7 @@ from lpcc.errors import DTypeError, IRError, LayoutError
 from lpcc.ir.dtypes import VARIANTS, DType, E8M0Type, FloatType, IntType
 from lpcc.ir.layout import Layout
 
-DYNAMIC = -1  # a dynamic dimension in a builtin tensor shape ("?")
+DYNAMIC = DYNAMIC_INDEX  # a dynamic dimension ("?"); builders also take -1/None
 
 
 class _LpIntBase(ParametrizedAttribute, TypeAttribute):
@@ -49,20 +50,29 @@ class _LpIntBase(ParametrizedAttribute, TypeAttribute):
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        start = parser.pos
         with parser.in_angle_brackets():
             width = parser.parse_integer(allow_boolean=False, allow_negative=False)
+        try:
+            _check_int(width, cls.SIGNED)
+        except VerifyException as err:
+            parser.raise_error(str(err), start, parser.pos)
         return (IntAttr(width),)
 
     def print_parameters(self, printer: Printer) -> None:
         printer.print_string(f"<{self.width.data}>")
 
     def verify(self) -> None:
-        try:
-            IntType(self.width.data, self.SIGNED)
-        except DTypeError as err:
-            raise VerifyException(str(err)) from err
-        if self.width.data == 1 and not self.SIGNED:
-            raise VerifyException("!lp.uint<1> is spelled i1")
+        _check_int(self.width.data, self.SIGNED)
+
+
+def _check_int(width: int, signed: bool) -> None:
+    try:
+        IntType(width, signed)
+    except DTypeError as err:
+        raise VerifyException(str(err)) from None
+    if width == 1 and not signed:
+        raise VerifyException("!lp.uint<1> is spelled i1")
 
 
 @irdl_attr_definition
@@ -106,24 +116,29 @@ class LpFloatType(ParametrizedAttribute, TypeAttribute):
                 parser.raise_error(
                     f"float variant must be one of {', '.join(VARIANTS)}", pos
                 )
+        try:
+            _check_float((exp, man, variant))
+        except VerifyException as err:
+            parser.raise_error(str(err), pos, parser.pos)
         return (IntAttr(exp), IntAttr(man), StringAttr(variant))
 
     def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(
-            f"<{self.exp.data},{self.man.data},{self.variant.data}>"
-        )
+        printer.print_string(f"<{self.exp.data},{self.man.data},{self.variant.data}>")
 
     def verify(self) -> None:
-        spec = (self.exp.data, self.man.data, self.variant.data)
-        try:
-            FloatType(*spec)
-        except DTypeError as err:
-            raise VerifyException(str(err)) from err
-        if spec in _BUILTIN_FLOATS:
-            raise VerifyException(
-                f"!lp.float<{spec[0]},{spec[1]},{spec[2]}> is spelled "
-                f"{_BUILTIN_FLOATS[spec]}"
-            )
+        _check_float((self.exp.data, self.man.data, self.variant.data))
+
+
+def _check_float(spec: tuple[int, int, str]) -> None:
+    try:
+        FloatType(*spec)
+    except DTypeError as err:
+        raise VerifyException(str(err)) from None
+    if spec in _BUILTIN_FLOATS:
+        raise VerifyException(
+            f"!lp.float<{spec[0]},{spec[1]},{spec[2]}> is spelled "
+            f"{_BUILTIN_FLOATS[spec]}"
+        )
 
 
 @irdl_attr_definition
@@ -197,7 +212,9 @@ def to_attr(dt: DType) -> Attribute:
         return LpIntType(dt.bits) if dt.signed else LpUIntType(dt.bits)
     if isinstance(dt, FloatType):
         builtin = _BUILTIN_FLOATS.get((dt.exp, dt.man, dt.variant))
-        return builtin if builtin is not None else LpFloatType(dt.exp, dt.man, dt.variant)
+        return (
+            builtin if builtin is not None else LpFloatType(dt.exp, dt.man, dt.variant)
+        )
     if isinstance(dt, E8M0Type):
         return LpE8M0Type()
     raise IRError(f"no IR spelling for element type {dt!r}")
@@ -223,12 +240,13 @@ def to_dtype(attr: Attribute) -> DType:
 
 
 def tensor_type(
-    dt: DType | Attribute, shape: Sequence[int], layout: Layout | None = None
+    dt: DType | Attribute, shape: Sequence[int | None], layout: Layout | None = None
 ) -> TensorType:
     """`tensor<shape x dt>` with an optional layout encoding; -1 is dynamic."""
     elem = to_attr(dt) if isinstance(dt, DType) else dt
     encoding: Attribute = NoneAttr() if layout is None else LayoutAttr(layout)
-    return TensorType(elem, list(shape), encoding)
+    dims = [DYNAMIC if d is None or d in (-1, DYNAMIC) else int(d) for d in shape]
+    return TensorType(elem, dims, encoding)
 
 
 def layout_of(t: TensorType) -> Layout | None:
@@ -250,7 +268,9 @@ def check_tensor_type(t: Attribute, what: str) -> TensorType:
     if isinstance(t.encoding, NoneAttr):
         return t
     if not isinstance(t.encoding, LayoutAttr):
-        raise VerifyException(f"{what}: tensor encoding must be #lp.layout, got {t.encoding}")
+        raise VerifyException(
+            f"{what}: tensor encoding must be #lp.layout, got {t.encoding}"
+        )
     layout = t.encoding.data
     if layout.rank != len(shape):
         raise VerifyException(
