@@ -9,14 +9,42 @@ Inputs are 16 M random codes, far larger than any cache, so every run is cold.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 import lpcc
+
+
+def cpu_description() -> str:
+    """Model name and the widest SIMD the CPU has (Linux), for the record."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine()
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in info.splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    flags = next(
+        (
+            ln.split(":", 1)[1].split()
+            for ln in info.splitlines()
+            if ln.startswith("flags")
+        ),
+        [],
+    )
+    simd = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse"
+    return f"{model}, {simd}, {os.cpu_count()} cores"
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -35,8 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.count
     rng = np.random.default_rng(0)
-    cpu = platform.processor() or platform.machine()
-    print(f"lpcc {lpcc.__version__}, numpy {np.__version__}, {cpu}")
+    print(f"lpcc {lpcc.__version__}, numpy {np.__version__}, {cpu_description()}")
     print(f"{n:,} values, median of {args.repeat} runs")
     print(
         f"{'type':<6} {'pack s':>8} {'unpack s':>9} {'pack MB/s':>10} "

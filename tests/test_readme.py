@@ -1,0 +1,28 @@
+"""The README's quick start runs as written."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_quick_start_python_block_runs_and_prints_what_it_says() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert blocks, "README has no python block"
+    code = blocks[0]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, str(README), "exec"), {})
+    printed = out.getvalue().splitlines()
+    promised = [
+        line.split("# ", 1)[1].strip()
+        for line in code.splitlines()
+        if line.startswith("print(") and "# " in line
+    ]
+    assert promised
+    for want in promised:
+        assert any(got.strip() == want for got in printed), (want, printed)
