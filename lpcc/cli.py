@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lpcc._version import __version__
 from lpcc.errors import LpccError
+from lpcc.ir.dtypes import DType
 
 
 def _fmt(value: float | int | None) -> str:
@@ -28,16 +29,16 @@ def _fmt(value: float | int | None) -> str:
     return f"{value:.6g}"
 
 
-def _type_row(t: object) -> dict[str, object]:
+def _type_row(t: DType) -> dict[str, object]:
     return {
-        "name": t.name,  # type: ignore[attr-defined]
-        "bits": t.bits,  # type: ignore[attr-defined]
-        "min": t.min,  # type: ignore[attr-defined]
-        "max": t.max,  # type: ignore[attr-defined]
-        "smallest_normal": t.smallest_normal,  # type: ignore[attr-defined]
-        "smallest_subnormal": t.smallest_subnormal,  # type: ignore[attr-defined]
-        "eps": t.eps,  # type: ignore[attr-defined]
-        "special_values": t.special_values,  # type: ignore[attr-defined]
+        "name": t.name,
+        "bits": t.bits,
+        "min": t.min,
+        "max": t.max,
+        "smallest_normal": t.smallest_normal,
+        "smallest_subnormal": t.smallest_subnormal,
+        "eps": t.eps,
+        "special_values": t.special_values,
     }
 
 
@@ -46,22 +47,22 @@ def cmd_types(args: argparse.Namespace) -> int:
     from lpcc.ir.dtypes import dtype, named_dtypes
 
     types = [dtype(n) for n in args.names] if args.names else named_dtypes()
-    rows = [_type_row(t) for t in types]
     if args.json:
+        rows = [_type_row(t) for t in types]
         print(json.dumps(rows, indent=2, default=str))
         return 0
     head = ["name", "bits", "min", "max", "smallest subnormal", "eps", "special values"]
     table = [
         [
-            str(r["name"]),
-            str(r["bits"]),
-            _fmt(r["min"]),  # type: ignore[arg-type]
-            _fmt(r["max"]),  # type: ignore[arg-type]
-            _fmt(r["smallest_subnormal"]),  # type: ignore[arg-type]
-            _fmt(r["eps"]),  # type: ignore[arg-type]
-            str(r["special_values"]),
+            t.name,
+            str(t.bits),
+            _fmt(t.min),
+            _fmt(t.max),
+            _fmt(t.smallest_subnormal),
+            _fmt(t.eps),
+            t.special_values,
         ]
-        for r in rows
+        for t in types
     ]
     widths = [max(len(row[i]) for row in [head, *table]) for i in range(len(head))]
     for row in [head, ["-" * w for w in widths], *table]:

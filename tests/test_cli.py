@@ -78,6 +78,19 @@ def test_opt_runs_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert dest.read_text().count("lp.exp") == 2
 
 
+def test_opt_round_trips_a_module_with_every_op(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lpcc.ir.dialect import print_module
+    from tests.ir.test_dialect import every_op_module
+
+    text = print_module(every_op_module())
+    src = tmp_path / "every_op.mlir"
+    src.write_text(text)
+    assert main(["opt", str(src)]) == 0
+    assert capsys.readouterr().out == text
+
+
 def test_opt_lists_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["opt", "--list-passes"]) == 0
     assert {"cse", "dce", "canonicalize"} <= set(capsys.readouterr().out.split())

@@ -144,8 +144,11 @@ class DType:
         """Codes to values, exactly (as `decode_dtype`)."""
         raise NotImplementedError
 
-    def quantize(self, x: np.ndarray) -> np.ndarray:
-        """Round `x` to the nearest value of this type: decode(encode(x))."""
+    def round(self, x: np.ndarray) -> np.ndarray:
+        """The values of this type nearest to `x`: decode(encode(x)).
+
+        (Scaled quantization is the `lp.quantize` op; this is plain rounding.)
+        """
         return self.decode(self.encode(x))
 
     def _codes(self, codes: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:

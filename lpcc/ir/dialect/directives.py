@@ -14,7 +14,14 @@ They keep the printed IR close to what a reader expects:
 from __future__ import annotations
 
 import numpy as np
-from xdsl.dialects.builtin import BytesAttr, DenseArrayBase, IntAttr, StringAttr, i64
+from xdsl.dialects.builtin import (
+    BytesAttr,
+    DenseArrayBase,
+    IntAttr,
+    StringAttr,
+    TensorType,
+    i64,
+)
 from xdsl.irdl import IRDLOperation
 from xdsl.irdl.declarative_assembly_format import (
     AttributeVariable,
@@ -28,6 +35,8 @@ from xdsl.parser import Parser
 from xdsl.printer import Printer
 
 from lpcc.errors import LpccError
+from lpcc.ir.dialect.types import to_dtype
+from lpcc.ir.dtypes import DType
 
 
 def int_array(values: list[int] | tuple[int, ...]) -> DenseArrayBase:
@@ -139,8 +148,6 @@ class Payload(CustomDirective):
     result: TypeDirective
 
     def parse(self, parser: Parser, state: ParsingState) -> None:
-        from lpcc.ir.dialect.types import to_dtype
-
         pos = parser.pos
         form = parser.parse_identifier()
         if form not in ("splat", "dense"):
@@ -162,24 +169,24 @@ class Payload(CustomDirective):
             except ValueError:
                 parser.raise_error("payload is not valid hex", literal_pos)
         else:
+            if not isinstance(result_type, TensorType):
+                parser.raise_error(f"lp.constant makes a tensor, not {result_type}")
             try:
-                dt = to_dtype(result_type.element_type)  # type: ignore[attr-defined]
+                dt = to_dtype(result_type.element_type)
                 code = dt.encode(np.array([number], np.float64))
                 data = dt.pack(code).tobytes()
-            except (LpccError, AttributeError) as err:
+            except LpccError as err:
                 parser.raise_error(f"cannot encode {number}: {err}", literal_pos)
         self.data.set(state, BytesAttr(data))
         self.result.set(state, [result_type])
 
     def print(self, printer: Printer, state: PrintingState, op: IRDLOperation) -> None:
-        from lpcc.ir.dialect.types import to_dtype
-
         state.print_whitespace(printer)
         attr = self.data.get(op)
         (result_type,) = self.result.get(op)
-        assert isinstance(attr, BytesAttr)
+        assert isinstance(attr, BytesAttr) and isinstance(result_type, TensorType)
         data = attr.data
-        dt = to_dtype(result_type.element_type)  # type: ignore[attr-defined]
+        dt = to_dtype(result_type.element_type)
         if len(data) == dt.nbytes(1) and _numel(result_type) != 0:
             printer.print_string("splat ")
             printer.print_string(_splat_text(dt, data))
@@ -189,21 +196,22 @@ class Payload(CustomDirective):
         printer.print_attribute(result_type)
 
 
-def _numel(t: object) -> int:
-    shape = t.get_shape()  # type: ignore[attr-defined]
+def _numel(t: TensorType) -> int:
+    shape = t.get_shape()
     return int(np.prod(shape)) if all(d >= 0 for d in shape) else -1
 
 
-def _splat_text(dt: object, data: bytes) -> str:
+def _splat_text(dt: DType, data: bytes) -> str:
     """The shortest literal that encodes back to the splat's code."""
-    code = dt.unpack(np.frombuffer(data, np.uint8), 1)  # type: ignore[attr-defined]
-    value = dt.decode(code)[0]  # type: ignore[attr-defined]
+    code = dt.unpack(np.frombuffer(data, np.uint8), 1)
+    value = dt.decode(code)[0]
     candidates = []
     if np.isfinite(value):
         if float(value).is_integer() and abs(value) < 2**53:
-            candidates.append(str(int(value)) + ("" if dt.kind == "int" else ".0"))  # type: ignore[attr-defined]
+            suffix = "" if dt.kind == "int" else ".0"
+            candidates.append(f"{int(value)}{suffix}")
         candidates += [str(value), repr(float(value))]
     for text in candidates:
-        if np.array_equal(dt.encode(np.array([float(text)])), code):  # type: ignore[attr-defined]
+        if np.array_equal(dt.encode(np.array([float(text)])), code):
             return text
     return f'"0x{data.hex().upper()}"'

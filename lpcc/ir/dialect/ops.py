@@ -65,6 +65,7 @@ from lpcc.ir.dialect.types import (
     to_dtype,
 )
 from lpcc.ir.dtypes import DType, FloatType, IntType, int_
+from lpcc.ir.layout import Layout
 
 _DIRECTIVES = (Int, IntList, Keyword, Signature, Payload)
 _SIG = "`:` custom<Signature>(type(operands), type(results))"
@@ -161,17 +162,6 @@ class LpOp(IRDLOperation):
         raise NotImplementedError
 
 
-def _build(
-    cls_name: str,
-    inferred: tuple[DType, tuple[int, ...]],
-    result_type: Attribute | None,
-) -> Attribute:
-    if result_type is not None:
-        return result_type
-    dt, shape = inferred
-    return tensor_type(dt, shape)
-
-
 # -- constants -----------------------------------------------------------------
 
 
@@ -198,15 +188,16 @@ class ConstantOp(LpOp):
 
     @classmethod
     def from_codes(
-        cls, codes: np.ndarray, dt: DType, layout: object = None
+        cls, codes: np.ndarray, dt: DType, layout: Layout | None = None
     ) -> ConstantOp:
+        """A constant holding `codes` (already encoded) of element type `dt`."""
         codes = np.asarray(codes)
         flat = codes.reshape(-1)
         if flat.size > 1 and np.all(flat == flat[0]):
             data = dt.pack(flat[:1])
         else:
             data = dt.pack(flat)
-        return cls(data.tobytes(), tensor_type(dt, codes.shape, layout))  # type: ignore[arg-type]
+        return cls(data.tobytes(), tensor_type(dt, codes.shape, layout))
 
     @classmethod
     def from_array(cls, values: np.ndarray, dt: DType | None = None) -> ConstantOp:
@@ -270,12 +261,10 @@ class ElementwiseBinaryOp(LpOp):
     custom_directives = _DIRECTIVES
     assembly_format = f"$lhs `,` $rhs attr-dict {_SIG}"
 
-    def __init__(
-        self, lhs: SSAValue, rhs: SSAValue, result_type: Attribute | None = None
-    ):
-        inferred = self.infer(self.name, _type(lhs), _type(rhs))
+    def __init__(self, lhs: SSAValue, rhs: SSAValue, layout: Layout | None = None):
+        dt, shape = self.infer(self.name, _type(lhs), _type(rhs))
         super().__init__(
-            operands=[lhs, rhs], result_types=[_build(self.name, inferred, result_type)]
+            operands=[lhs, rhs], result_types=[tensor_type(dt, shape, layout)]
         )
 
     @classmethod
@@ -1282,9 +1271,12 @@ class Pool2dOp(LpOp):
     traits = traits_def(Pure())
     custom_directives = _DIRECTIVES
 
+    def window_dilation(self) -> tuple[int, ...]:
+        return (1, 1)
+
     def infer_from_operands(self) -> tuple[DType, tuple[int, ...]]:
         t = _type(self.input)
-        dilation = _array(self.dilation) if hasattr(self, "dilation") else (1, 1)
+        dilation = self.window_dilation()
         return self.infer(
             self.name,
             t,
@@ -1333,6 +1325,10 @@ class MaxPool2dOp(Pool2dOp):
 
     name = "lp.max_pool2d"
     dilation = prop_def(DenseArrayBase.constr(i64))
+
+    def window_dilation(self) -> tuple[int, ...]:
+        return _array(self.dilation)
+
     assembly_format = (
         "$input `kernel` custom<IntList>($kernel) `stride` custom<IntList>($stride) "
         "`padding` custom<IntList>($padding) `dilation` custom<IntList>($dilation) "
