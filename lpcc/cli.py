@@ -76,7 +76,8 @@ def cmd_types(args: argparse.Namespace) -> int:
 
 def cmd_opt(args: argparse.Namespace) -> int:
     """Parse IR, run a pass pipeline, print the result (like xdsl-opt)."""
-    from xdsl.passes import PassPipeline
+    from xdsl.dialects.builtin import ModuleOp
+    from xdsl.passes import ModulePass, PassPipeline
     from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException
 
     from lpcc.ir.dialect import context, parse_module, print_module, verify_module
@@ -96,11 +97,11 @@ def cmd_opt(args: argparse.Namespace) -> int:
     module = parse_module(text, name)
     chunks: list[str] = []
 
-    def dump(after: object, mod: object, _next: object) -> None:
+    def dump(after: ModulePass | None, mod: ModuleOp, _next: ModulePass | None) -> None:
         # xDSL calls this before the first pass (after=None) and after each.
         if after is not None:
-            chunks.append(f"// -----// IR after {after.name} //----- //\n")  # type: ignore[attr-defined]
-            chunks.append(print_module(mod))  # type: ignore[arg-type]
+            chunks.append(f"// -----// IR after {after.name} //----- //\n")
+            chunks.append(print_module(mod))
 
     pipeline = None
     if args.passes:

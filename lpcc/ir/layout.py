@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -161,6 +161,8 @@ class Layout:
     mode_shape: tuple[int, ...]
     spatial_modes: tuple[int, ...]
     local_modes: tuple[int, ...]
+    # how many entries of mode_shape each dimension owns (derived, not compared)
+    _counts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         shape = _ints(self.shape, "shape")
@@ -200,7 +202,7 @@ class Layout:
     @property
     def modes_per_dim(self) -> tuple[int, ...]:
         """How many entries of `mode_shape` belong to each dimension."""
-        return self._counts  # type: ignore[attr-defined,no-any-return]
+        return self._counts
 
     @property
     def size(self) -> int:
