@@ -187,7 +187,7 @@ class Payload(CustomDirective):
         assert isinstance(attr, BytesAttr) and isinstance(result_type, TensorType)
         data = attr.data
         dt = to_dtype(result_type.element_type)
-        if len(data) == dt.nbytes(1) and _numel(result_type) != 0:
+        if is_splat_payload(data, dt, result_type):
             printer.print_string("splat ")
             printer.print_string(_splat_text(dt, data))
         else:
@@ -196,9 +196,15 @@ class Payload(CustomDirective):
         printer.print_attribute(result_type)
 
 
-def _numel(t: TensorType) -> int:
+def is_splat_payload(data: bytes, dt: DType, t: TensorType) -> bool:
+    """Whether a constant's payload is one element standing for all of them.
+
+    The one definition `ConstantOp` and its printer share; a one-element
+    tensor counts as a splat (both readings give the same values).
+    """
     shape = t.get_shape()
-    return int(np.prod(shape)) if all(d >= 0 for d in shape) else -1
+    numel = int(np.prod(shape)) if all(d >= 0 for d in shape) else -1
+    return numel != 0 and len(data) == dt.nbytes(1)
 
 
 def _splat_text(dt: DType, data: bytes) -> str:

@@ -56,6 +56,7 @@ from lpcc.ir.dialect.directives import (
     Payload,
     Signature,
     int_array,
+    is_splat_payload,
 )
 from lpcc.ir.dialect.types import (
     DYNAMIC,
@@ -213,8 +214,7 @@ class ConstantOp(LpOp):
 
     @property
     def is_splat(self) -> bool:
-        numel = math.prod(_shape(self.result.type))
-        return numel != 1 and len(self.data.data) == self.dtype.nbytes(1)
+        return is_splat_payload(self.data.data, self.dtype, _type(self.result))
 
     def codes(self) -> np.ndarray:
         """The codes, shaped like the result."""
