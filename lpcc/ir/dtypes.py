@@ -144,6 +144,22 @@ class DType:
         """Codes to values, exactly (as `decode_dtype`)."""
         raise NotImplementedError
 
+    # -- the value domain (what kernels compute on) ------------------------
+    @property
+    def value_dtype(self) -> np.dtype:
+        """NumPy type that holds this type's values while a program runs.
+
+        Floats and e8m0 use `decode_dtype` (float32 when exact); integers the
+        smallest NumPy integer holding the range (int4 -> int8, uint1 -> bool),
+        so token ids and indices stay exact. The reference interpreter and the
+        runtime both hold tensors this way.
+        """
+        return self.decode_dtype
+
+    def values(self, codes: np.ndarray) -> np.ndarray:
+        """Codes to values as `value_dtype`."""
+        return self.decode(codes).astype(self.value_dtype, copy=False)
+
     def round(self, x: np.ndarray) -> np.ndarray:
         """The values of this type nearest to `x`: decode(encode(x)).
 
@@ -259,6 +275,16 @@ class IntType(DType):
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         return self.decode_int(codes).astype(self.decode_dtype)
+
+    @property
+    def value_dtype(self) -> np.dtype:
+        if self.bits == 1 and not self.signed:
+            return np.dtype(np.bool_)
+        width = next(w for w in (8, 16, 32, 64) if w >= self.bits)
+        return np.dtype(f"{'i' if self.signed else 'u'}{width // 8}")
+
+    def values(self, codes: np.ndarray) -> np.ndarray:
+        return self.decode_int(codes).astype(self.value_dtype, copy=False)
 
 
 @dataclass(frozen=True, repr=False)

@@ -109,6 +109,7 @@ def every_op_module() -> ModuleOp:
             lp.MaxPool2dOp(conv, [3, 3], [2, 2], [1, 1], ceil_mode=True)
             lp.AvgPool2dOp(conv, [2, 2], count_include_pad=False)
             lp.ReshapeOp(emb, [10, 8])
+            lp.IotaOp(lpcc.int_(64), [3, 5], dim=1)
             func.ReturnOp(h)
     return module
 
@@ -470,3 +471,25 @@ def test_constant_accessors_and_dim_errors() -> None:
     with pytest.raises(lpcc.IRError, match="dim 3 out of range for rank 1"):
         lp.ReduceSumOp(ones.result, [3])
     assert isinstance(ones.result, SSAValue)
+
+
+def test_dynamic_dims_attribute_round_trips() -> None:
+    from lpcc.ir.dialect.ops import set_dims, value_dims
+
+    text = """
+func.func @f(%x: tensor<2x?xf32> {lp.dims = "2,s0"}) -> tensor<?x2xf32> {
+  %t = lp.permute %x [1, 0] {lp.dims = "s0,2"} : (tensor<2x?xf32>) -> tensor<?x2xf32>
+  func.return %t : tensor<?x2xf32>
+}
+"""
+    module = parse_module(text)
+    fn = next(op for op in module.walk() if isinstance(op, func.FuncOp))
+    perm = next(op for op in module.walk() if isinstance(op, lp.PermuteOp))
+    assert value_dims(fn.body.block.args[0]) == (2, "s0")
+    assert value_dims(perm.result) == ("s0", 2)
+    set_dims(perm, ("2*s0", 2))
+    assert value_dims(perm.result) == ("2*s0", 2)
+    assert parse_module(print_module(module)) is not None
+    perm.attributes.pop("lp.dims")
+    with pytest.raises(lpcc.IRError, match=r"lp\.dims"):
+        value_dims(perm.result)

@@ -195,3 +195,29 @@ def test_bad_variant_and_objects() -> None:
     with pytest.raises(lpcc.DTypeError, match="cannot make an element type"):
         lpcc.dtype(object())
     assert issubclass(lpcc.DTypeError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("name", "np_name"),
+    [
+        ("uint1", "bool"),
+        ("int1", "int8"),
+        ("int4", "int8"),
+        ("uint8", "uint8"),
+        ("int9", "int16"),
+        ("int32", "int32"),
+        ("int64", "int64"),
+        ("uint33", "uint64"),
+        ("f32", "float32"),
+        ("f16", "float32"),
+        ("f4e2m1", "float32"),
+        ("e8m0", "float32"),
+    ],
+)
+def test_value_dtype(name: str, np_name: str) -> None:
+    dt = lpcc.dtype(name)
+    assert dt.value_dtype == np.dtype(np_name)
+    extremes = [dt.min, dt.max]
+    codes = dt.encode(np.array(extremes, dtype=np.float64))
+    assert dt.values(codes).dtype == np.dtype(np_name)
+    assert dt.values(codes).tolist() == extremes

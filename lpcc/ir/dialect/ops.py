@@ -67,6 +67,7 @@ from lpcc.ir.dialect.types import (
 )
 from lpcc.ir.dtypes import DType, FloatType, IntType, int_
 from lpcc.ir.layout import Layout
+from lpcc.ir.symbolic import DIMS_ATTR, Dim, format_dims, parse_dims
 
 _DIRECTIVES = (Int, IntList, Keyword, Signature, Payload)
 _SIG = "`:` custom<Signature>(type(operands), type(results))"
@@ -124,6 +125,49 @@ def broadcast_shapes(op: str, *shapes: Sequence[int]) -> tuple[int, ...]:
         else:
             out.append(1)
     return tuple(out)
+
+
+def value_dims(v: SSAValue) -> tuple[Dim, ...]:
+    """The shape of `v` with each `?` replaced by its size expression.
+
+    The expressions come from the `lp.dims` attribute of the defining op (or
+    of the function argument); see `lpcc.ir.symbolic`.
+    """
+    from xdsl.dialects.func import FuncOp
+    from xdsl.ir import Block, BlockArgument
+
+    shape = _shape(_type(v))
+    if DYNAMIC not in shape:
+        return shape
+    text = None
+    if isinstance(v, BlockArgument):
+        parent = v.block.parent_op() if isinstance(v.block, Block) else None
+        if isinstance(parent, FuncOp) and parent.arg_attrs is not None:
+            attrs = parent.arg_attrs.data[v.index].data
+            if DIMS_ATTR in attrs:
+                text = attrs[DIMS_ATTR]
+    else:
+        text = v.owner.attributes.get(DIMS_ATTR)
+    if not isinstance(text, StringAttr):
+        where = v.owner.name if not isinstance(v, BlockArgument) else "an argument"
+        raise IRError(
+            f"{where}: result shape {list(shape)} has dynamic sizes but no "
+            f"{DIMS_ATTR} attribute giving their expressions"
+        )
+    dims = parse_dims(text.data)
+    if len(dims) != len(shape) or any(
+        s != DYNAMIC and d != s for s, d in zip(shape, dims, strict=True)
+    ):
+        raise IRError(f"{DIMS_ATTR} {text.data!r} does not match shape {list(shape)}")
+    return dims
+
+
+def set_dims(op: IRDLOperation, dims: Sequence[Dim]) -> None:
+    """Record the size expressions of `op`'s result (only if some are dynamic)."""
+    if any(isinstance(d, str) for d in dims):
+        op.attributes[DIMS_ATTR] = StringAttr(format_dims(dims))
+    else:
+        op.attributes.pop(DIMS_ATTR, None)
 
 
 class LpOp(IRDLOperation):
@@ -245,6 +289,38 @@ class ConstantOp(LpOp):
         used = count * dt.bits % 8
         if used and self.data.data[-1] >> used:
             raise _fail(self.name, "padding bits after the last element must be 0")
+        return None
+
+
+@irdl_op_definition
+class IotaOp(LpOp):
+    """result[i_0, ..., i_n] = i_dim: the index along `dim` (torch arange).
+
+    The element type is an integer or float type; arange(start, end, step)
+    is `start + step * iota`.
+    """
+
+    name = "lp.iota"
+    dim = prop_def(IntAttr)
+    result = result_def(TensorType)
+    traits = traits_def(Pure())
+    custom_directives = _DIRECTIVES
+    assembly_format = "`dim` custom<Int>($dim) attr-dict `:` type($result)"
+
+    def __init__(self, dt: DType, shape: Sequence[int], dim: int = 0):
+        d = _norm_dim(self.name, dim, len(shape))
+        super().__init__(
+            result_types=[tensor_type(dt, shape)], properties={"dim": IntAttr(d)}
+        )
+
+    def infer_from_operands(self) -> None:
+        t = _type(self.result)
+        if not 0 <= self.dim.data < len(_shape(t)):
+            raise IRError(
+                f"lp.iota: dim {self.dim.data} out of range for rank {len(_shape(t))}"
+            )
+        if _elem(t).kind == "e8m0":
+            raise IRError("lp.iota: needs an integer or float element type")
         return None
 
 
@@ -1403,6 +1479,7 @@ class AvgPool2dOp(Pool2dOp):
 
 LP_OPS: tuple[type[IRDLOperation], ...] = (
     ConstantOp,
+    IotaOp,
     AddOp,
     SubOp,
     MulOp,

@@ -1,0 +1,113 @@
+"""Every knob of lpcc, in one place.
+
+Each knob has a default, a one-line help, and an `LPCC_<NAME>` environment
+variable that overrides the default. Code reads knobs with `config.get(name)`
+at the moment it needs them (never at import), so a test or a user can scope
+a change with `with config.override(progress="never"):`. Nothing else in
+lpcc reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from lpcc.errors import LpccError
+
+
+class ConfigError(LpccError, ValueError):
+    """A knob with a value it cannot take."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return f"LPCC_{self.name.upper()}"
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected an integer >= 1")
+    return value
+
+
+KNOBS: dict[str, Knob] = {
+    k.name: k
+    for k in (
+        Knob(
+            "progress",
+            "auto",
+            _choice("auto", "always", "never"),
+            "progress bars while compiling: auto (only on a terminal), always, never",
+        ),
+        Knob(
+            "progress_min_layers",
+            8,
+            _positive_int,
+            "show the quantization progress bar from this many layers on",
+        ),
+        Knob(
+            "dump_ir",
+            "",
+            str,
+            "directory to write the IR after every stage to (empty: off)",
+        ),
+    )
+}
+
+_overrides: list[dict[str, Any]] = []
+
+
+def get(name: str) -> Any:
+    """The current value of knob `name`: override, else environment, else default."""
+    knob = KNOBS.get(name)
+    if knob is None:
+        raise ConfigError(f"no lpcc knob named {name!r}; knobs: {', '.join(KNOBS)}")
+    for scope in reversed(_overrides):
+        if name in scope:
+            return scope[name]
+    text = os.environ.get(knob.env)
+    if text is None:
+        return knob.default
+    try:
+        return knob.parse(text)
+    except ValueError as err:
+        raise ConfigError(f"{knob.env}={text!r}: {err} ({knob.help})") from None
+
+
+@contextmanager
+def override(**values: Any) -> Iterator[None]:
+    """Set knobs for the duration of a `with` block."""
+    for name in values:
+        get(name)  # unknown names fail here, before anything changes
+    _overrides.append(values)
+    try:
+        yield
+    finally:
+        _overrides.pop()
+
+
+def describe() -> str:
+    """One line per knob: variable, default, help (for `lpcc config`)."""
+    return "\n".join(
+        f"{k.env:<28} default {k.default!r:<8} {k.help}" for k in KNOBS.values()
+    )
