@@ -23,6 +23,7 @@ from lpcc.errors import LpccError
 
 Dim = int | str
 DIMS_ATTR = "lp.dims"
+_LIMIT = 1 << 62  # no tensor has more elements; stops 2**2**2**99 early
 
 _BINOPS = {
     ast.Add: operator.add,
@@ -108,7 +109,13 @@ def evaluate(expr: Dim, env: Mapping[str, int]) -> int:
             v = ev(node.operand)
             return -v if isinstance(node.op, ast.USub) else v
         if isinstance(node, ast.BinOp):
-            return int(_BINOPS[type(node.op)](ev(node.left), ev(node.right)))
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and (right < 0 or right > 64):
+                raise ShapeError(f"size {expr!r}: exponent {right} out of range")
+            value = int(_BINOPS[type(node.op)](left, right))
+            if abs(value) > _LIMIT:
+                raise ShapeError(f"size {expr!r} evaluates beyond 2**62")
+            return value
         assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
         return int(_CALLS[node.func.id](*(ev(a) for a in node.args)))
 

@@ -56,3 +56,9 @@ def test_bind_then_check() -> None:
         bind(("s0", "2*s0"), (5, 9), env, "mask")
     with pytest.raises(ShapeError, match="expected rank 2"):
         bind((2, "s0"), (2, 5, 1), env, "ids")
+
+
+@pytest.mark.parametrize("huge", ["2**2**2**99", "s0**100", "2**-1", "(s0*s0)**64"])
+def test_huge_sizes_fail_fast(huge: str) -> None:
+    with pytest.raises(ShapeError):
+        evaluate(huge, {"s0": 1 << 20})

@@ -1,0 +1,436 @@
+"""Lowering lp IR to a VM `Program`, with a compile-time buffer plan.
+
+`build_program` walks `func.func @main` once:
+
+* function arguments become the program's inputs (bound buffers);
+* `lp.constant` becomes an entry of the constant pool, its packed payload
+  kept byte for byte (a bound buffer, printed `c[j]`);
+* `lp.reshape` becomes a `View` of its operand (no kernel, no copy);
+* every other lp op becomes a `Call` of a reference kernel: an MLIR module
+  holding `func.func @kernel` with that one op, its distinct operands as
+  arguments. Kernels are deduplicated by their text, so the hundred
+  identical `lp.add`s of a transformer share one kernel;
+* `func.return` becomes `Return`; a returned input, constant, view of one,
+  or a value returned twice is first copied into a buffer of its own.
+
+Buffer planning (the storage/tensor split of the Relax VM, the free lists of
+Hidet). Every buffer a kernel or copy writes is a *root*; a view belongs to
+the root it views. Instruction i defines its outputs; a root's live interval
+runs from its definition to the last instruction that reads it or any view of
+it. Outputs are live to the end and get a storage of their own. The other
+roots are assigned storages greedily in definition order (linear-scan
+interval allocation, as Relax's token allocator): a storage whose current
+root died strictly *before* the new root's definition is free (a kernel never
+writes the memory it reads); among the free ones the allocator takes one
+that already holds a buffer of the same size expression, else the smallest
+that is large enough, else the largest (which then grows). Sizes are
+symbolic, so "large enough" compares the sizes under hint values of the
+symbols (the top of their `dim_ranges`, else 64); the plan is correct for
+any values because a storage's size is the `Max(...)` of the sizes of all
+its buffers, evaluated when the program runs. Each storage is allocated just
+before its first root is written and freed just after its last root's last
+use.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr
+from xdsl.ir import Block, Operation, Region, SSAValue
+
+from lpcc.errors import IRError
+from lpcc.ir.dialect import ops as lp
+from lpcc.ir.dialect import print_module, to_dtype
+from lpcc.ir.symbolic import (
+    DIMS_ATTR,
+    Dim,
+    ShapeError,
+    evaluate,
+    format_dims,
+    symbols,
+)
+from lpcc.runtime.program import (
+    Alloc,
+    BufferInfo,
+    Call,
+    Constant,
+    Copy,
+    Free,
+    Instruction,
+    Kernel,
+    Program,
+    Return,
+    TensorSpec,
+    View,
+    buffer_nbytes,
+)
+
+TARGETS = ("reference",)
+NAME_ATTR = "lp.name"
+_HINT = 64
+
+
+@dataclass
+class _Buf:
+    shape: tuple[Dim, ...]
+    dtype: str
+    input: int | None = None
+    constant: int | None = None
+    root: int | None = None  # the buffer whose storage this one lives in
+    storage: int | None = None
+
+
+@dataclass
+class _Step:
+    """One instruction before planning: a call, a view or a copy."""
+
+    kind: str
+    defs: tuple[int, ...]
+    uses: tuple[int, ...]
+    kernel: str = ""
+
+
+@dataclass
+class _Storage:
+    terms: list[Dim] = field(default_factory=list)
+    hint: int = 0
+    first: int = 0
+    last: int = 0
+
+
+def build_program(
+    module: ModuleOp,
+    *,
+    target: str = "reference",
+    name: str = "main",
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    dim_ranges: Mapping[str, tuple[int, int | None]] | None = None,
+) -> Program:
+    """Lower `func.func @name` of `module` to a Program for `target`."""
+    if target not in TARGETS:
+        raise IRError(
+            f"build_program: no lowering for target {target!r} yet; use one of "
+            f"{', '.join(TARGETS)}"
+        )
+    fn = _function(module, name)
+    return _Lowering(fn, input_names, output_names, dict(dim_ranges or {})).run()
+
+
+def _function(module: ModuleOp, name: str) -> func.FuncOp:
+    for op in module.ops:
+        if isinstance(op, func.FuncOp) and op.sym_name.data == name:
+            return op
+    raise IRError(f"build_program: the module has no function @{name}")
+
+
+class _Lowering:
+    def __init__(
+        self,
+        fn: func.FuncOp,
+        input_names: Sequence[str] | None,
+        output_names: Sequence[str] | None,
+        dim_ranges: dict[str, tuple[int, int | None]],
+    ) -> None:
+        self.fn = fn
+        self.input_names = input_names
+        self.output_names = output_names
+        self.dim_ranges = dim_ranges
+        self.bufs: list[_Buf] = []
+        self.steps: list[_Step] = []
+        self.values: dict[SSAValue, int] = {}
+        self.constants: list[Constant] = []
+        self.kernels: dict[str, Kernel] = {}  # by source text
+        self.counts: dict[str, int] = {}
+
+    # -- walking the function ---------------------------------------------------------
+    def run(self) -> Program:
+        from lpcc.ir import interp
+
+        where = f"build_program @{self.fn.sym_name.data}"
+        block = self.fn.body.block
+        inputs = self._inputs(block, where)
+        ret: func.ReturnOp | None = None
+        for op in block.ops:
+            if isinstance(op, func.ReturnOp):
+                ret = op
+                break
+            if len(op.results) != 1 or op.regions:
+                raise IRError(f"{where}: cannot lower {op.name} (one result expected)")
+            if isinstance(op, lp.ConstantOp):
+                self._constant(op)
+            elif isinstance(op, lp.ReshapeOp):
+                src = self.values[op.input]
+                dst = self._new(op.results[0], root=self.bufs[src].root)
+                self.steps.append(_Step("view", (dst,), (src,)))
+            elif type(op) in interp.IMPLS:
+                self._call(op)
+            else:
+                raise IRError(
+                    f"{where}: {op.name} has no lowering (only lp ops run in the "
+                    "reference target); run the lp pipeline before lowering"
+                )
+        if ret is None:
+            raise IRError(f"{where}: the function has no func.return")
+        results = self._returns(ret)
+        outputs = self._output_specs(results, where)
+        instructions, storages = self._plan(results)
+        program = Program(
+            inputs=inputs,
+            outputs=outputs,
+            buffers=[
+                BufferInfo(
+                    b.shape,
+                    b.dtype,
+                    None if b.root is None else storages[b.root],
+                    b.input,
+                    b.constant,
+                )
+                for b in self.bufs
+            ],
+            constants=self.constants,
+            kernels=list(self.kernels.values()),
+            instructions=instructions,
+            target="reference",
+            meta={"function": self.fn.sym_name.data},
+            dim_ranges=self.dim_ranges,
+        )
+        program.validate()
+        return program
+
+    def _new(self, value: SSAValue, **kw: object) -> int:
+        dt = to_dtype(value.type.element_type).name  # type: ignore[attr-defined]
+        self.bufs.append(_Buf(lp.value_dims(value), dt, **kw))  # type: ignore[arg-type]
+        b = len(self.bufs) - 1
+        self.values[value] = b
+        return b
+
+    def _inputs(self, block: Block, where: str) -> list[TensorSpec]:
+        args = list(block.args)
+        names = self.input_names
+        if names is None:
+            names = [a.name_hint or f"arg{i}" for i, a in enumerate(args)]
+        if len(names) != len(args):
+            raise IRError(
+                f"{where}: {len(names)} input names for {len(args)} arguments"
+            )
+        specs = []
+        for i, (arg, nm) in enumerate(zip(args, names, strict=True)):
+            b = self._new(arg, input=i)
+            specs.append(TensorSpec(nm, self.bufs[b].shape, self.bufs[b].dtype))
+        return specs
+
+    def _constant(self, op: lp.ConstantOp) -> None:
+        j = len(self.constants)
+        attr = op.attributes.get(NAME_ATTR)
+        base = attr.data if isinstance(attr, StringAttr) else f"c{j}"
+        taken = {c.name for c in self.constants}
+        nm, k = base, 1
+        while nm in taken:
+            nm, k = f"{base}_{k}", k + 1
+        shape = tuple(int(d) for d in op.result.type.get_shape())  # type: ignore[attr-defined]
+        self.constants.append(
+            Constant(nm, op.dtype.name, shape, bytes(op.data.data), op.is_splat)
+        )
+        self._new(op.result, constant=j)
+
+    def _call(self, op: Operation) -> None:
+        operands: list[SSAValue] = []
+        for v in op.operands:
+            if v not in operands:
+                operands.append(v)
+        kernel = self._kernel(op, operands)
+        ins = tuple(self.values[v] for v in operands)
+        out = self._new(op.results[0])
+        self.bufs[out].root = out
+        self.steps.append(_Step("call", (out,), ins, kernel))
+
+    def _kernel(self, op: Operation, operands: list[SSAValue]) -> str:
+        types = [v.type for v in operands]
+        block = Block(arg_types=types)
+        clone = op.clone(
+            value_mapper=dict(zip(operands, block.args, strict=True)),
+            clone_name_hints=False,
+        )
+        clone.attributes.pop(NAME_ATTR, None)
+        block.add_op(clone)
+        block.add_op(func.ReturnOp(clone.results[0]))
+        attrs = []
+        for v in operands:
+            dims = lp.value_dims(v)
+            d = (
+                {DIMS_ATTR: StringAttr(format_dims(dims))}
+                if any(isinstance(x, str) for x in dims)
+                else {}
+            )
+            attrs.append(DictionaryAttr(d))
+        dynamic = any(a.data for a in attrs)
+        kfn = func.FuncOp(
+            "kernel",
+            (types, [clone.results[0].type]),
+            Region(block),
+            arg_attrs=ArrayAttr(attrs) if dynamic else None,
+        )
+        text = print_module(ModuleOp([kfn]))
+        if text not in self.kernels:
+            short = op.name.removeprefix("lp.")
+            n = self.counts.get(short, 0)
+            self.counts[short] = n + 1
+            self.kernels[text] = Kernel(
+                f"k_{short}_{n}",
+                "reference",
+                "lp",
+                text,
+                {"op": op.name, "num_inputs": len(operands), "num_outputs": 1},
+            )
+        return self.kernels[text].name
+
+    def _returns(self, ret: func.ReturnOp) -> list[int]:
+        """Returned buffers, each a root of its own (copying where needed)."""
+        results: list[int] = []
+        owned: set[int] = set()
+        for v in ret.operands:
+            b = self.values[v]
+            root = self.bufs[b].root
+            if root is None or root in owned:
+                src = b
+                info = self.bufs[src]
+                self.bufs.append(_Buf(info.shape, info.dtype))
+                b = len(self.bufs) - 1
+                self.bufs[b].root = b
+                self.steps.append(_Step("copy", (b,), (src,)))
+                root = b
+            owned.add(root)
+            results.append(b)
+        return results
+
+    def _output_specs(self, results: list[int], where: str) -> list[TensorSpec]:
+        names = self.output_names
+        if names is None:
+            names = (
+                ["output"]
+                if len(results) == 1
+                else [f"output{i}" for i in range(len(results))]
+            )
+        if len(names) != len(results):
+            raise IRError(
+                f"{where}: {len(names)} output names for {len(results)} results"
+            )
+        return [
+            TensorSpec(n, self.bufs[b].shape, self.bufs[b].dtype)
+            for n, b in zip(names, results, strict=True)
+        ]
+
+    # -- planning ----------------------------------------------------------------------
+    def _hint(self, size: Dim) -> int:
+        if isinstance(size, int):
+            return size
+        env: dict[str, int] = {}
+        for sym, (lo, hi) in self.dim_ranges.items():
+            env[sym] = hi if hi is not None else max(lo, _HINT)
+        try:
+            for sym in symbols(size):
+                env.setdefault(sym, _HINT)
+            return evaluate(size, env)
+        except (ShapeError, ZeroDivisionError):
+            return 0
+
+    def _plan(self, results: list[int]) -> tuple[list[Instruction], dict[int, int]]:
+        """Storages for the roots; the instruction list with alloc/free placed."""
+        end_step = len(self.steps)
+        define: dict[int, int] = {}
+        end: dict[int, int] = {}
+        for t, step in enumerate(self.steps):
+            for b in step.defs:
+                root = self.bufs[b].root
+                if root is not None and step.kind != "view":
+                    define[root] = t
+                    end[root] = max(end.get(root, t), t)
+            for b in step.uses:
+                root = self.bufs[b].root
+                if root is not None:
+                    end[root] = max(end.get(root, t), t)
+        outputs = {self.bufs[b].root for b in results}
+        for root in outputs:
+            assert root is not None
+            end[root] = end_step
+
+        storages: list[_Storage] = []
+        of_root: dict[int, int] = {}
+        active: list[tuple[int, int]] = []  # (end, storage) of shared storages
+        free: list[int] = []
+        for root in sorted(define, key=define.__getitem__):
+            t = define[root]
+            size = buffer_nbytes(self.bufs[root].shape, self.bufs[root].dtype)
+            hint = self._hint(size)
+            while active and active[0][0] < t:
+                free.append(heapq.heappop(active)[1])
+            s = None if root in outputs else self._choose(storages, free, size, hint)
+            if s is None:
+                storages.append(_Storage(first=t))
+                s = len(storages) - 1
+            else:
+                free.remove(s)
+            st = storages[s]
+            if size not in st.terms:
+                st.terms.append(size)
+            st.hint = max(st.hint, hint)
+            st.last = end[root]
+            of_root[root] = s
+            if root not in outputs:
+                heapq.heappush(active, (end[root], s))
+
+        # Number storages in allocation order and place alloc/free.
+        order = sorted(range(len(storages)), key=lambda s: (storages[s].first, s))
+        number = {s: i for i, s in enumerate(order)}
+        allocs: dict[int, list[int]] = {}
+        frees: dict[int, list[int]] = {}
+        for s in order:
+            allocs.setdefault(storages[s].first, []).append(s)
+            if storages[s].last < end_step:
+                frees.setdefault(storages[s].last, []).append(s)
+        code: list[Instruction] = []
+        for t, step in enumerate(self.steps):
+            for s in allocs.get(t, ()):
+                code.append(Alloc(number[s], _max_size(storages[s].terms)))
+            if step.kind == "call":
+                code.append(Call(step.kernel, step.uses, step.defs))
+            elif step.kind == "view":
+                (dst,), (src,) = step.defs, step.uses
+                code.append(View(dst, src, self.bufs[dst].shape))
+            else:
+                (dst,), (src,) = step.defs, step.uses
+                code.append(Copy(dst, src))
+            for s in frees.get(t, ()):
+                code.append(Free(number[s]))
+        code.append(Return(tuple(results)))
+        return code, {root: number[s] for root, s in of_root.items()}
+
+    @staticmethod
+    def _choose(
+        storages: list[_Storage], free: list[int], size: Dim, hint: int
+    ) -> int | None:
+        if not free:
+            return None
+        for s in free:
+            if size in storages[s].terms:
+                return s
+        big = [s for s in free if storages[s].hint >= hint]
+        if big:
+            return min(big, key=lambda s: (storages[s].hint, s))
+        return max(free, key=lambda s: (storages[s].hint, -s))
+
+
+def _max_size(terms: list[Dim]) -> Dim:
+    """One size covering every term: an int, one expression, or Max(...)."""
+    ints = [t for t in terms if isinstance(t, int)]
+    exprs = [t for t in terms if isinstance(t, str)]
+    top = max(ints, default=0)
+    if not exprs:
+        return top
+    parts = exprs + ([str(top)] if top else [])
+    return parts[0] if len(parts) == 1 else f"Max({', '.join(parts)})"

@@ -1,0 +1,125 @@
+"""Kernel loaders: one per target, turning a `Kernel` into a callable.
+
+Every target uses one calling convention (destination passing, as Relax):
+
+    fn(inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int])
+
+writes the results into `outputs` (arrays the VM placed in planned storage)
+and returns None; `env` holds the values of the size symbols of this call.
+A loader is `loader(kernel: Kernel) -> fn`. The "reference" loader is built
+in; backends (and tests) add theirs with `register_kernel_loader`. Loaders
+import what they need lazily, so `import lpcc.runtime` stays numpy-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from lpcc.errors import LpccError
+
+from .program import Kernel, ProgramError
+
+KernelFn = Callable[[list[np.ndarray], list[np.ndarray], dict[str, int]], None]
+Loader = Callable[[Kernel], KernelFn]
+
+_LOADERS: dict[str, Loader] = {}
+
+
+class RuntimeDependencyError(LpccError, RuntimeError):
+    """A program's kernels need a package that is not installed."""
+
+
+class ExecutionError(LpccError, RuntimeError):
+    """A kernel or instruction failed while a program ran."""
+
+
+def register_kernel_loader(target: str, loader: Loader) -> None:
+    """Make the VM load kernels of `target` with `loader` (replaces any other)."""
+    if not isinstance(target, str) or not target:
+        raise ProgramError(f"register_kernel_loader: bad target name {target!r}")
+    if not callable(loader):
+        raise ProgramError(
+            f"register_kernel_loader({target!r}): the loader must be callable, "
+            f"got {type(loader).__name__}"
+        )
+    _LOADERS[target] = loader
+
+
+def kernel_targets() -> list[str]:
+    """The targets whose kernels this process can load."""
+    return sorted(_LOADERS)
+
+
+def load_kernel(kernel: Kernel) -> KernelFn:
+    """The callable for `kernel`, from the loader of its target."""
+    loader = _LOADERS.get(kernel.target)
+    if loader is None:
+        raise ProgramError(
+            f"kernel {kernel.name!r} is for target {kernel.target!r}, which this "
+            f"lpcc cannot load (it knows {', '.join(kernel_targets())}); recompile "
+            "for one of those, or register a loader with "
+            "lpcc.runtime.register_kernel_loader"
+        )
+    return loader(kernel)
+
+
+# -- the reference target: lpcc's NumPy interpreter ---------------------------------
+
+REFERENCE_NEEDS_COMPILER = (
+    "this program was compiled for the 'reference' target, whose kernels run in "
+    "lpcc's NumPy interpreter, which needs the lpcc compiler (xdsl) installed: "
+    "pip install lpcc (or recompile with target='cpu')"
+)
+
+
+def _reference_loader(kernel: Kernel) -> KernelFn:
+    """Parse the kernel's MLIR (one `func.func @kernel`); run it in the interpreter."""
+    if kernel.kind != "lp" or not isinstance(kernel.source, str):
+        raise ProgramError(
+            f"kernel {kernel.name!r}: the reference target runs kernels of kind "
+            f"'lp' (MLIR text), not {kernel.kind!r}"
+        )
+    try:
+        from xdsl.dialects import func
+
+        from lpcc.ir import interp
+        from lpcc.ir.dialect import parse_module
+    except ImportError as err:
+        raise RuntimeDependencyError(f"{REFERENCE_NEEDS_COMPILER} [{err}]") from None
+    module = parse_module(kernel.source, f"kernel {kernel.name}")
+    fns = [
+        op
+        for op in module.ops
+        if isinstance(op, func.FuncOp) and op.sym_name.data == "kernel"
+    ]
+    if len(fns) != 1:
+        raise ProgramError(
+            f"kernel {kernel.name!r}: its source must hold one func.func @kernel"
+        )
+    fn = fns[0]
+    name = kernel.name
+
+    def run(
+        inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
+    ) -> None:
+        results = interp.run_function(fn, inputs, dict(env))
+        if len(results) != len(outputs):
+            raise ExecutionError(
+                f"kernel {name!r} returned {len(results)} results for "
+                f"{len(outputs)} outputs"
+            )
+        for i, (out, res) in enumerate(zip(outputs, results, strict=True)):
+            res = np.asarray(res)
+            if res.shape != out.shape or res.dtype != out.dtype:
+                raise ExecutionError(
+                    f"kernel {name!r} result #{i} is {res.dtype}{list(res.shape)}, "
+                    f"the program planned {out.dtype}{list(out.shape)}"
+                )
+            np.copyto(out, res)
+
+    return run
+
+
+register_kernel_loader("reference", _reference_loader)
