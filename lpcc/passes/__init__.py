@@ -22,6 +22,12 @@ def _xdsl(name: str) -> Callable[[], type[ModulePass]]:
     return load
 
 
+def _quantize() -> type[ModulePass]:
+    from lpcc.passes.quantize import QuantizeWeights
+
+    return QuantizeWeights
+
+
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
     """Pass name -> a function that imports and returns the pass class."""
     return {
@@ -29,4 +35,6 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "canonicalize": _xdsl("canonicalize"),
         "cse": _xdsl("cse"),
         "dce": _xdsl("dce"),
+        # lpcc's own passes.
+        "quantize": _quantize,
     }

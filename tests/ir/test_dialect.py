@@ -493,3 +493,20 @@ func.func @f(%x: tensor<2x?xf32> {lp.dims = "2,s0"}) -> tensor<?x2xf32> {
     perm.attributes.pop("lp.dims")
     with pytest.raises(lpcc.IRError, match=r"lp\.dims"):
         value_dims(perm.result)
+
+
+@pytest.mark.parametrize("codes", [[[1], [2]], [[3], [3]], [[1, 2, 3]]])
+def test_short_dense_payload_is_not_a_splat(codes: list[list[int]]) -> None:
+    """Two int4 codes fill one byte, as one code does: the payload is dense."""
+    i4 = lpcc.dtype("int4")
+    op = lp.ConstantOp.from_codes(np.array(codes, np.uint8), i4)
+    assert op.codes().tolist() == codes
+    module = ModuleOp([])
+    with ImplicitBuilder(module.body):
+        fn = func.FuncOp("f", ((), (op.result.type,)))
+        with ImplicitBuilder(fn.body):
+            fn.body.block.add_op(op)
+            func.ReturnOp(op.result)
+    back = parse_module(print_module(module))
+    (parsed,) = [o for o in back.walk() if isinstance(o, lp.ConstantOp)]
+    assert parsed.codes().tolist() == codes

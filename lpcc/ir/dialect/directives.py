@@ -200,10 +200,14 @@ def is_splat_payload(data: bytes, dt: DType, t: TensorType) -> bool:
     """Whether a constant's payload is one element standing for all of them.
 
     The one definition `ConstantOp` and its printer share; a one-element
-    tensor counts as a splat (both readings give the same values).
+    tensor counts as a splat (both readings give the same values). When the
+    dense payload is as short as one element (two int4 codes fit in the byte
+    one needs), the payload is dense: `from_codes` never writes such a splat.
     """
     shape = t.get_shape()
     numel = int(np.prod(shape)) if all(d >= 0 for d in shape) else -1
+    if numel > 1 and dt.nbytes(numel) == dt.nbytes(1):
+        return False
     return numel != 0 and len(data) == dt.nbytes(1)
 
 

@@ -238,7 +238,11 @@ class ConstantOp(LpOp):
         """A constant holding `codes` (already encoded) of element type `dt`."""
         codes = np.asarray(codes)
         flat = codes.reshape(-1)
-        if flat.size > 1 and np.all(flat == flat[0]):
+        if (
+            flat.size > 1
+            and dt.nbytes(flat.size) != dt.nbytes(1)
+            and np.all(flat == flat[0])
+        ):
             data = dt.pack(flat[:1])
         else:
             data = dt.pack(flat)
