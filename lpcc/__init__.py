@@ -6,6 +6,7 @@ can run with `lpcc.runtime` alone.
 """
 
 from lpcc._version import __version__
+from lpcc.api import CompiledModel, compile, load
 from lpcc.errors import CodecError, DTypeError, IRError, LayoutError, LpccError
 from lpcc.ir.dtypes import (
     DType,
@@ -22,6 +23,7 @@ from lpcc.ir.layout import Layout
 
 __all__ = [
     "CodecError",
+    "CompiledModel",
     "DType",
     "DTypeError",
     "E8M0Type",
@@ -31,10 +33,21 @@ __all__ = [
     "Layout",
     "LayoutError",
     "LpccError",
+    "QuantConfig",
     "__version__",
+    "compile",
     "dtype",
     "float_",
     "int_",
+    "load",
     "named_dtypes",
     "uint_",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "QuantConfig":  # numpy-only, but loaded on first use
+        from lpcc.quant import QuantConfig
+
+        return QuantConfig
+    raise AttributeError(f"module 'lpcc' has no attribute {name!r}")

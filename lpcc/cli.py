@@ -157,7 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--list-passes", action="store_true", help="list pass names")
     p.set_defaults(func=cmd_opt)
+
+    from lpcc import demo
+
+    demo.add_parser(sub)
+
+    p = sub.add_parser("config", help="list the LPCC_* knobs and their values")
+    p.set_defaults(func=cmd_config)
     return parser
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Every knob: its variable, default and help, then its current value."""
+    from lpcc import config
+
+    print(config.describe())
+    print()
+    for name in config.KNOBS:
+        print(f"{name} = {config.get(name)!r}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,126 @@
+"""lpcc.compile / CompiledModel / lpcc.load: the user's view, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import lpcc
+from lpcc import config
+from lpcc.api import CompileError
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(33, 16), nn.GELU(), nn.Linear(16, 3)).eval()
+
+
+@pytest.fixture(scope="module")
+def compiled() -> tuple[nn.Module, lpcc.CompiledModel]:
+    model = mlp()
+    return model, lpcc.compile(model, (torch.randn(5, 33),), quant="int4-g16")
+
+
+def test_torch_in_torch_out_numpy_in_numpy_out() -> None:
+    model = mlp()
+    x = torch.randn(5, 33)
+    prog = lpcc.compile(model, (x,))
+    got = prog(x)
+    assert isinstance(got, torch.Tensor)
+    torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-5)
+    got_np = prog(x.numpy())
+    assert isinstance(got_np, np.ndarray) and got_np.dtype == np.float32
+    np.testing.assert_allclose(got_np, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("cpu", "not built yet"), ("cuda", "not built yet"), ("tpu", "unknown target")],
+)
+def test_targets_not_built_say_so(target: str, message: str) -> None:
+    with pytest.raises(CompileError, match=message):
+        lpcc.compile(mlp(), (torch.randn(2, 33),), target=target)
+
+
+def test_wrong_inputs_name_the_parameter(
+    compiled: tuple[nn.Module, lpcc.CompiledModel],
+) -> None:
+    _, prog = compiled
+    name = prog.program.inputs[0].name
+    with pytest.raises(lpcc.LpccError, match="1 input"):
+        prog(torch.randn(5, 33), torch.randn(5, 33))
+    with pytest.raises(lpcc.LpccError, match=rf"{name}.*\[5, 33\].*\[5, 32\]"):
+        prog(torch.randn(5, 32))
+    with pytest.raises(lpcc.LpccError, match=rf"{name}.*f32.*int64"):
+        prog(torch.ones(5, 33, dtype=torch.int64))
+    with pytest.raises(lpcc.LpccError, match=rf"{name}.*bfloat16"):
+        prog(torch.ones(5, 33, dtype=torch.bfloat16))
+
+
+def test_ir_stages(compiled: tuple[nn.Module, lpcc.CompiledModel]) -> None:
+    _, prog = compiled
+    assert prog.stages[:2] == ["import", "quantize"]
+    assert "lp.matmul" in prog.ir("import")
+    assert "lp.dequantize" not in prog.ir("import")
+    assert "lp.dequantize" in prog.ir("quantize")
+    assert "!lp.int<4>" in prog.ir(prog.stages[-1])
+    with pytest.raises(lpcc.LpccError, match="stages of this program: import"):
+        prog.ir("nonsense")
+    # every stage's text parses back (a dump is a valid input to `lpcc opt`)
+    from lpcc.ir.dialect import parse_module
+
+    for stage in prog.stages:
+        parse_module(prog.ir(stage))
+
+
+def test_listing_shows_calls_and_return(
+    compiled: tuple[nn.Module, lpcc.CompiledModel],
+) -> None:
+    text = compiled[1].as_text()
+    assert "call" in text and "ret" in text
+
+
+def test_quant_report(compiled: tuple[nn.Module, lpcc.CompiledModel]) -> None:
+    report = compiled[1].quant_report()
+    assert len(report.rows) == 2
+    assert "int4" in str(report)
+    with pytest.raises(lpcc.LpccError, match="without quant"):
+        lpcc.compile(mlp(), (torch.randn(2, 33),)).quant_report()
+
+
+def test_save_load_round_trip(
+    compiled: tuple[nn.Module, lpcc.CompiledModel], tmp_path: Path
+) -> None:
+    _, prog = compiled
+    x = torch.randn(5, 33)
+    path = tmp_path / "mlp.lpcc"
+    prog.save(path)
+    loaded = lpcc.load(path)
+    assert torch.equal(loaded(x), prog(x))
+    assert loaded.as_text() == prog.as_text()
+    assert str(loaded.quant_report()) == str(prog.quant_report())
+    with pytest.raises(lpcc.LpccError, match="compile the model again"):
+        loaded.ir("import")
+
+
+def test_dump_ir_writes_every_stage(tmp_path: Path) -> None:
+    with config.override(dump_ir=str(tmp_path / "dump")):
+        prog = lpcc.compile(mlp(), (torch.randn(2, 33),), quant="int8-pc")
+    names = sorted(p.name for p in (tmp_path / "dump").iterdir())
+    assert names[0] == "000_import.mlir" and names[1] == "001_quantize.mlir"
+    assert "program.txt" in names
+    assert (tmp_path / "dump" / "000_import.mlir").read_text() == prog.ir("import")
+
+
+def test_unwritable_dump_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with (
+        config.override(dump_ir=str(blocker / "sub")),
+        pytest.raises(lpcc.LpccError, match="LPCC_DUMP_IR"),
+    ):
+        lpcc.compile(mlp(), (torch.randn(2, 33),))
