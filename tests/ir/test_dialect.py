@@ -510,3 +510,19 @@ def test_short_dense_payload_is_not_a_splat(codes: list[list[int]]) -> None:
     back = parse_module(print_module(module))
     (parsed,) = [o for o in back.walk() if isinstance(o, lp.ConstantOp)]
     assert parsed.codes().tolist() == codes
+
+
+@pytest.mark.parametrize("value", [1e-5, 1e20, -3.5e-8, 0.5])
+def test_splat_float_literals_parse_back(value: float) -> None:
+    """MLIR float literals need a '.': `1e-05` must print as `1.0e-05`."""
+    op = lp.ConstantOp.from_array(np.full((2, 2), value, np.float32))
+    assert op.is_splat
+    module = ModuleOp([op])
+    back = parse_module(print_module(module))
+    (parsed,) = [o for o in back.walk() if isinstance(o, lp.ConstantOp)]
+    assert parsed.values().tolist() == op.values().tolist()
+
+
+def test_rank0_constant() -> None:
+    op = lp.ConstantOp.from_array(np.array(2.5, np.float32))
+    assert op.codes().shape == () and float(op.values()) == 2.5

@@ -221,6 +221,11 @@ def _splat_text(dt: DType, data: bytes) -> str:
             suffix = "" if dt.kind == "int" else ".0"
             candidates.append(f"{int(value)}{suffix}")
         candidates += [str(value), repr(float(value))]
+    # MLIR float literals need a '.': 1e-05 must print as 1.0e-05.
+    candidates = [
+        t.replace("e", ".0e", 1) if "e" in t and "." not in t else t
+        for t in candidates
+    ]
     for text in candidates:
         if np.array_equal(dt.encode(np.array([float(text)])), code):
             return text

@@ -269,7 +269,9 @@ class ConstantOp(LpOp):
         shape = _shape(self.result.type)
         count = 1 if self.is_splat else math.prod(shape)
         codes = self.dtype.unpack(np.frombuffer(self.data.data, np.uint8), count)
-        return np.broadcast_to(codes, shape) if self.is_splat else codes.reshape(shape)
+        if self.is_splat:
+            return np.broadcast_to(codes[:1].reshape((1,) * len(shape)), shape)
+        return codes.reshape(shape)
 
     def values(self) -> np.ndarray:
         """The decoded values, shaped like the result."""

@@ -1,0 +1,467 @@
+"""The torch frontend: torch.export -> Core ATen -> the lp dialect.
+
+`export` runs `torch.export.export` (non-strict) on the module in eval mode
+under `torch.no_grad()`, then `run_decompositions` with torch's default
+table minus `KEPT_OPS`, the ops lpcc keeps whole because it lowers them
+better than their decompositions. `import_exported` walks the resulting
+graph once and emits one `func.func @main`:
+
+* arguments are the user inputs, in order (dynamic sizes in `lp.dims`);
+* parameters, buffers and lifted constants become `lp.constant` ops named
+  (`lp.name`) by their state_dict key; tensors shared under several keys
+  (tied weights) become one constant, named by the first key;
+* each ATen node goes through its converter in `aten_ops.py`, and its
+  result is made to agree with torch's metadata (dtype and sizes);
+* the results are the user outputs.
+
+Anything without a converter raises `UnsupportedOpError` with the module
+path and source line of the node; nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.export import ExportedProgram
+from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
+from torch.fx import Node
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
+    FunctionType,
+    ModuleOp,
+    StringAttr,
+)
+from xdsl.ir import Block, Region, SSAValue
+
+from lpcc.errors import IRError
+from lpcc.ir.dialect import ops as lp
+from lpcc.ir.dialect import verify_module
+from lpcc.ir.dialect.types import DYNAMIC, tensor_type
+from lpcc.ir.symbolic import DIMS_ATTR, format_dims
+
+from .aten_ops import (
+    CONVERTERS,
+    IGNORED,
+    Builder,
+    FrontendError,
+    SymValue,
+    Unsupported,
+    UnsupportedOpError,
+    _dims_from_fake,
+    _shape,
+    lp_dtype,
+    node_context,
+    op_name,
+    supported_ops,
+    sym_dim,
+    unsupported_error,
+)
+
+__all__ = [
+    "KEPT_OPS",
+    "FrontendError",
+    "Imported",
+    "UnsupportedOpError",
+    "decomposition_table",
+    "export",
+    "import_exported",
+    "import_module",
+    "supported_ops",
+]
+
+aten = torch.ops.aten
+
+# Ops deleted from torch's decomposition table, and why. Everything else is
+# decomposed to Core ATen, which keeps the converter list short. Considered
+# and not kept: scaled_dot_product_attention, rms_norm, silu, matmul (lp has
+# no fused op for them, and their decompositions are what a converter would
+# emit anyway); layer_norm, gelu, softmax, convolution and pooling already
+# reach the importer whole (Core ATen keeps them).
+KEPT_OPS: dict[Any, str] = {
+    aten.linear.default: (
+        "becomes `lp.matmul %x, %W transpose_b` on the weight constant itself, "
+        "the pattern the weight-quantization pass matches; its decomposition "
+        "hides W behind a permute (addmm(b, x, permute(W)))"
+    ),
+}
+
+# Size bound used for a symbol torch leaves unbounded above.
+UNBOUNDED = 2**63 - 1
+
+
+@dataclass
+class Imported:
+    """The result of importing: a verified module and what names its values."""
+
+    module: ModuleOp
+    input_names: list[str]
+    output_names: list[str]
+    dim_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def decomposition_table() -> dict[Any, Any]:
+    """torch's default decompositions minus `KEPT_OPS` (a fresh dict)."""
+    return dict(_decomposition_table())
+
+
+@functools.cache
+def _decomposition_table() -> dict[Any, Any]:
+    # Materialized once: torch's lazy table costs ~0.1 s to expand per call.
+    table = torch.export.default_decompositions()
+    for op in KEPT_OPS:
+        if op in table:
+            del table[op]
+    return dict(table.items())
+
+
+def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
+    if isinstance(example_inputs, torch.Tensor | np.ndarray):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, tuple | list):
+        raise FrontendError(
+            "example_inputs must be a tensor or a tuple/list of tensors, got "
+            f"{type(example_inputs).__name__}"
+        )
+    return tuple(
+        torch.from_numpy(x) if isinstance(x, np.ndarray) else x for x in example_inputs
+    )
+
+
+def export(
+    module: torch.nn.Module,
+    example_inputs: Any,
+    *,
+    dynamic_shapes: Any = None,
+) -> ExportedProgram:
+    """torch.export (non-strict, eval mode, no grad), then Core ATen + KEPT_OPS."""
+    if not isinstance(module, torch.nn.Module):
+        raise FrontendError(
+            f"lpcc expects a torch.nn.Module, got {type(module).__name__}; wrap a "
+            "function in a Module whose forward calls it"
+        )
+    args = _as_tuple(example_inputs)
+    module = module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # torch 2.13's own pytree use warns on every export; not the user's
+            warnings.filterwarnings("ignore", ".*LeafSpec.*", FutureWarning)
+            ep = torch.export.export(
+                module, args, dynamic_shapes=dynamic_shapes, strict=False
+            )
+            return ep.run_decompositions(decomposition_table())
+    except Exception as err:
+        raise FrontendError(
+            f"torch.export could not trace {type(module).__name__}: "
+            f"{type(err).__name__}: {err}\n"
+            "Hint: lpcc compiles what torch.export can trace; fix the error above "
+            "(data-dependent control flow, unsupported Python) and retry."
+        ) from err
+
+
+def _constant_values(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()  # exact; the codec rounds back to the 16-bit type
+    return t.contiguous().numpy()
+
+
+def _storage_key(t: torch.Tensor) -> tuple[Any, ...]:
+    return (
+        t.untyped_storage().data_ptr(),
+        t.storage_offset(),
+        tuple(t.shape),
+        tuple(t.stride()),
+        t.dtype,
+    )
+
+
+class _Importer:
+    def __init__(self, ep: ExportedProgram) -> None:
+        self.ep = ep
+        self.block = Block()
+        self.b = Builder(self.block)
+        self.input_names: list[str] = []
+        self.arg_dims: list[tuple[Any, ...]] = []
+
+    # -- placeholders --------------------------------------------------------------
+
+    def _lifted(self, kind: InputKind, target: str) -> torch.Tensor:
+        ep = self.ep
+        if target in ep.state_dict:
+            value = ep.state_dict[target]
+        elif target in ep.constants:
+            value = ep.constants[target]
+        else:
+            raise FrontendError(f"the exported program has no value for {target!r}")
+        if not isinstance(value, torch.Tensor):
+            raise FrontendError(
+                f"{kind.name.lower()} {target!r} is a {type(value).__name__}, "
+                "not a tensor; lpcc imports tensor state only"
+            )
+        return value
+
+    def placeholders(self) -> None:
+        """User inputs become @main's arguments, the rest named constants."""
+        nodes = {n.name: n for n in self.ep.graph.nodes if n.op == "placeholder"}
+        specs = self.ep.graph_signature.input_specs
+        for spec in specs:
+            if spec.kind == InputKind.USER_INPUT:
+                self._argument(spec.arg, nodes)
+        # the function exists from here on, so arguments' lp.dims are readable
+        self.fn = func.FuncOp(
+            "main",
+            ([a.type for a in self.block.args], []),
+            Region(self.block),
+            arg_attrs=ArrayAttr(
+                [
+                    DictionaryAttr(
+                        {DIMS_ATTR: StringAttr(format_dims(dims))}
+                        if any(isinstance(d, str) for d in dims)
+                        else {}
+                    )
+                    for dims in self.arg_dims
+                ]
+            ),
+        )
+        shared: dict[tuple[Any, ...], SSAValue] = {}
+        for spec in specs:
+            if spec.kind == InputKind.USER_INPUT:
+                continue
+            arg = spec.arg
+            if spec.kind not in (
+                InputKind.PARAMETER,
+                InputKind.BUFFER,
+                InputKind.CONSTANT_TENSOR,
+            ):
+                raise FrontendError(
+                    f"exported input {arg} of kind {spec.kind.name} is not supported"
+                )
+            node = nodes[arg.name]
+            if not node.users:
+                continue
+            assert spec.target is not None
+            t = self._lifted(spec.kind, spec.target)
+            key = _storage_key(t)
+            if key in shared:  # tied weights: one constant
+                self.b.values[node] = shared[key]
+                continue
+            try:
+                dt = lp_dtype(t.dtype)
+            except Unsupported as err:
+                raise FrontendError(
+                    f"{spec.target!r}: {err.reason}; {err.hint}"
+                ) from None
+            value = self.b.const(_constant_values(t), dt)
+            assert value.owner is not None
+            const = value.owner if t.ndim else value.owner.operands[0].owner
+            assert isinstance(const, lp.ConstantOp)
+            const.attributes["lp.name"] = StringAttr(spec.target)
+            value.name_hint = _hint(spec.target)
+            shared[key] = self.b.values[node] = value
+
+    def _argument(self, arg: Any, nodes: dict[str, Node]) -> None:
+        if not isinstance(arg, TensorArgument):
+            raise FrontendError(
+                f"input {getattr(arg, 'name', arg)!r} is not a tensor ({arg}); "
+                "lpcc programs take tensors only. Bake constant arguments into "
+                "the module (a wrapper whose forward passes them)"
+            )
+        node = nodes[arg.name]
+        fake = node.meta["val"]
+        try:
+            dt = lp_dtype(fake.dtype)
+            dims = _dims_from_fake(fake)
+        except Unsupported as err:
+            raise FrontendError(
+                f"input {arg.name!r}: {err.reason}; {err.hint}"
+            ) from None
+        value = self.block.insert_arg(
+            tensor_type(dt, [d if isinstance(d, int) else -1 for d in dims]),
+            len(self.block.args),
+        )
+        value.name_hint = _hint(arg.name)
+        self.b.values[node] = value
+        self.input_names.append(arg.name)
+        self.arg_dims.append(dims)
+
+    # -- nodes -----------------------------------------------------------------
+
+    def call(self, node: Node) -> None:
+        target = node.target
+        fake = node.meta.get("val")
+        if target in IGNORED:
+            if isinstance(fake, torch.SymInt | int):
+                self.b.values[node] = SymValue(self._sym(node, fake))
+            return
+        if isinstance(fake, torch.SymInt | torch.SymFloat | torch.SymBool | int):
+            # arithmetic on sizes: only its value (if constant) is ever read
+            self.b.values[node] = SymValue(self._sym(node, fake))
+            return
+        convert = CONVERTERS.get(target)
+        if convert is None:
+            raise unsupported_error(
+                node, f"lpcc has no converter for the ATen op `{op_name(node)}`."
+            )
+        try:
+            result = convert(self.b, node)
+            self.b.values[node] = self.finish(node, result)
+        except Unsupported as err:
+            raise unsupported_error(node, err.reason, err.hint) from None
+        except IRError as err:
+            lines = [f"lpcc failed to import `{op_name(node)}` (%{node.name})"]
+            lines += node_context(node)
+            lines.append(f"Reason: {err}")
+            lines.append(
+                "Hint: this is a bug in lpcc's torch frontend; please open an "
+                "issue with the model (or its `torch.export` graph)."
+            )
+            raise FrontendError("\n".join(lines)) from err
+
+    def _sym(self, node: Node, value: Any) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return sym_dim(value)
+        except Unsupported:
+            return str(value)
+
+    def finish(self, node: Node, result: Any) -> Any:
+        """Make `result` agree with torch's metadata for `node`."""
+        fake = node.meta.get("val")
+        if isinstance(result, tuple):
+            return tuple(
+                self._agree(node, r, f) if isinstance(r, SSAValue) else r
+                for r, f in zip(result, fake, strict=True)
+            )
+        if result is None:
+            return None
+        return self._agree(node, result, fake)
+
+    def _agree(self, node: Node, v: SSAValue, fake: Any) -> SSAValue:
+        b = self.b
+        if not isinstance(fake, torch.Tensor):
+            return v
+        v = b.cast(v, lp_dtype(fake.dtype))
+        want = _dims_from_fake(fake)
+        shape = _shape(v)
+        if len(shape) != len(want) or any(
+            s != DYNAMIC and isinstance(w, int) and s != w
+            for s, w in zip(shape, want, strict=True)
+        ):
+            raise IRError(
+                f"the converter produced shape {list(shape)}, torch says {list(want)}"
+            )
+        if any(
+            s == DYNAMIC and isinstance(w, int)
+            for s, w in zip(shape, want, strict=True)
+        ):
+            v = b.reshape(v, want)
+        elif DYNAMIC in shape and isinstance(v.owner, lp.LpOp):
+            dims = tuple(
+                s if s != DYNAMIC else w for s, w in zip(shape, want, strict=True)
+            )
+            v.owner.attributes[DIMS_ATTR] = StringAttr(format_dims(dims))
+        if v.name_hint is None:
+            v.name_hint = _hint(node.name)
+        return v
+
+    # -- the function ------------------------------------------------------------------
+
+    def outputs(self) -> tuple[list[SSAValue], list[str]]:
+        (out_node,) = (n for n in self.ep.graph.nodes if n.op == "output")
+        flat = list(out_node.args[0])
+        values, names = [], []
+        for spec, x in zip(self.ep.graph_signature.output_specs, flat, strict=True):
+            if spec.kind != OutputKind.USER_OUTPUT:
+                raise FrontendError(
+                    f"the module updates state in forward ({spec.kind.name} of "
+                    f"{spec.target!r}); lpcc compiles pure inference functions. "
+                    "Remove in-place updates of buffers/inputs from forward"
+                )
+            v = self.b.values.get(x) if isinstance(x, Node) else None
+            if not isinstance(v, SSAValue):
+                raise FrontendError(
+                    f"output {getattr(spec.arg, 'name', spec.arg)!r} is not a "
+                    f"tensor ({x!r}); lpcc programs return tensors only"
+                )
+            values.append(v)
+            names.append(getattr(spec.arg, "name", f"out{len(names)}"))
+        return values, names
+
+    def run(self) -> Imported:
+        self.placeholders()
+        for node in self.ep.graph.nodes:
+            if node.op == "call_function":
+                self.call(node)
+            elif node.op not in ("placeholder", "output", "get_attr"):
+                raise FrontendError(f"unexpected graph node {node.op} {node.name}")
+            elif node.op == "get_attr":
+                raise unsupported_error(
+                    node, "submodule calls (control flow ops) are not supported"
+                )
+        values, names = self.outputs()
+        self.block.add_op(func.ReturnOp(*values))
+        _dce(self.block)
+        self.fn.function_type = FunctionType.from_lists(
+            [a.type for a in self.block.args], [v.type for v in values]
+        )
+        module = ModuleOp([self.fn])
+        verify_module(module, "the imported module")
+        return Imported(module, self.input_names, names, self._ranges())
+
+    def _ranges(self) -> dict[str, tuple[int, int]]:
+        """Each symbol's [min, max]; UNBOUNDED where torch has no upper bound."""
+        out = {}
+        for sym, vr in self.ep.range_constraints.items():
+            out[str(sym)] = (_bound(vr.lower, 0), _bound(vr.upper, UNBOUNDED))
+        return out
+
+
+def _bound(value: Any, default: int) -> int:
+    try:
+        return min(int(value), UNBOUNDED)
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return default  # sympy oo / torch int_oo
+
+
+def _hint(name: str) -> str:
+    """A valid SSA name from a torch name ("0.weight" -> "_0.weight")."""
+    text = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
+    return f"_{text}" if text[:1].isdigit() else text
+
+
+def _dce(block: Block) -> None:
+    """Erase ops whose results are unused (every lp op is pure)."""
+    changed = True
+    while changed:
+        changed = False
+        for op in reversed(list(block.ops)):
+            if isinstance(op, func.ReturnOp):
+                continue
+            if all(not r.uses for r in op.results):
+                block.erase_op(op)
+                changed = True
+
+
+def import_exported(ep: ExportedProgram) -> Imported:
+    """The lp module of an exported (and decomposed) program."""
+    return _Importer(ep).run()
+
+
+def import_module(
+    module: torch.nn.Module,
+    example_inputs: Any,
+    *,
+    dynamic_shapes: Any = None,
+) -> Imported:
+    """`export` then `import_exported`."""
+    with torch.no_grad():
+        ep = export(module, example_inputs, dynamic_shapes=dynamic_shapes)
+        return import_exported(ep)
