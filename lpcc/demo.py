@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 
-def _dequantized_copy(model: Any, cfg: Any) -> Any:
+def dequantized_copy(model: Any, cfg: Any) -> Any:
     """The model with every quantized weight replaced by its dequantized value.
 
     Uses `lpcc.quant.quantize_weight`, the function the quantize pass calls,
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         f"{report.bits_per_weight:.2f} bits/weight with scales, "
         f"{len(report.rows)} layers)"
     )
-    reference = _dequantized_copy(model, cfg)
+    reference = dequantized_copy(model, cfg)
     with torch.no_grad():
         got = program(prompt)
         want = reference(prompt)
