@@ -38,13 +38,16 @@ def dequantized_copy(model: Any, cfg: Any) -> Any:
     return ref
 
 
-def _median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
+def _timed_generation(
+    step: Callable[[Any], Any], ids: Any, tokens: int, repeat: int
+) -> tuple[list[int], float]:
+    """The generated tokens and the median seconds per token over `repeat` runs."""
+    times, out = [], []
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        out = _generate(step, ids, tokens)
+        times.append((time.perf_counter() - start) / tokens)
+    return out, statistics.median(times)
 
 
 def _generate(step: Callable[[Any], Any], ids: Any, tokens: int) -> list[int]:
@@ -117,26 +120,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"max |logit difference| vs the fp32 model (quantization): {qerr:.3f}")
 
     with torch.no_grad():
-        ours: list[int] = []
-        theirs: list[int] = []
-        t_lpcc = (
-            _median_seconds(
-                lambda: ours.__setitem__(
-                    slice(None), _generate(program, prompt, args.tokens)
-                ),
-                args.repeat,
-            )
-            / args.tokens
-        )
-        t_torch = (
-            _median_seconds(
-                lambda: theirs.__setitem__(
-                    slice(None), _generate(reference, prompt, args.tokens)
-                ),
-                args.repeat,
-            )
-            / args.tokens
-        )
+        ours, t_lpcc = _timed_generation(program, prompt, args.tokens, args.repeat)
+        theirs, t_torch = _timed_generation(reference, prompt, args.tokens, args.repeat)
     same = "same tokens as" if ours == theirs else "TOKENS DIFFER from"
     print(
         f"greedy decoding, {args.prompt}-token prompt, {args.tokens} new tokens: "
