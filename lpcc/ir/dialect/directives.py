@@ -223,8 +223,7 @@ def _splat_text(dt: DType, data: bytes) -> str:
         candidates += [str(value), repr(float(value))]
     # MLIR float literals need a '.': 1e-05 must print as 1.0e-05.
     candidates = [
-        t.replace("e", ".0e", 1) if "e" in t and "." not in t else t
-        for t in candidates
+        t.replace("e", ".0e", 1) if "e" in t and "." not in t else t for t in candidates
     ]
     for text in candidates:
         if np.array_equal(dt.encode(np.array([float(text)])), code):
