@@ -146,8 +146,8 @@ class VM:
                     f".astype(np.{want})"
                 )
             return arr.astype(want)  # e.g. float16 for f16: exact in float32
-        if isinstance(dt, FloatType) and not (dt.bits == 32 and dt.variant == "ieee"):
-            return dt.round(arr).astype(want, copy=False)
+        if isinstance(dt, FloatType):
+            return dt.to_values(arr)  # rounds to sub-f32 formats
         if isinstance(dt, IntType) and dt.bits not in (1, 8, 16, 32, 64):
             lo, hi = arr.min(initial=dt.min), arr.max(initial=dt.max)
             if lo < dt.min or hi > dt.max:

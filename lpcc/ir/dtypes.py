@@ -160,6 +160,20 @@ class DType:
         """Codes to values as `value_dtype`."""
         return self.decode(codes).astype(self.value_dtype, copy=False)
 
+    def to_values(self, x: np.ndarray) -> np.ndarray:
+        """`x` rounded once to this type, as `value_dtype` (what kernels hold).
+
+        The reference interpreter rounds every result with it and the VM its
+        inputs; float32 passes through, narrower floats round with the codec.
+        """
+        x = np.asarray(x)
+        exact = self.kind == "float" and getattr(self, "variant", "") == "ieee"
+        if exact and self.bits >= 32 and x.dtype == self.value_dtype:
+            return x  # f32 values are f32 already
+        if x.dtype == np.bool_:
+            x = x.astype(np.float32)
+        return self.round(x).astype(self.value_dtype, copy=False)
+
     def round(self, x: np.ndarray) -> np.ndarray:
         """The values of this type nearest to `x`: decode(encode(x)).
 
@@ -285,6 +299,19 @@ class IntType(DType):
 
     def values(self, codes: np.ndarray) -> np.ndarray:
         return self.decode_int(codes).astype(self.value_dtype, copy=False)
+
+    def to_values(self, x: np.ndarray) -> np.ndarray:
+        """Integers saturate into range; floats round half to even first."""
+        x = np.asarray(x)
+        vd = self.value_dtype
+        if x.dtype.kind == "b":
+            return x.astype(vd)
+        if x.dtype.kind in "iu":
+            info = np.iinfo(x.dtype)
+            if info.min >= self.min and info.max <= self.max:
+                return x.astype(vd, copy=False)
+            return np.clip(x, self.min, self.max).astype(vd)
+        return self.values(self.encode(x))
 
 
 @dataclass(frozen=True, repr=False)

@@ -10,7 +10,7 @@ Tensors are held in their *value domain*: `DType.value_dtype` (float32 for
 f32 and every narrower float, the smallest NumPy integer for ints, bool for
 i1). An implementation computes in float32 (float64 where the op's docstring
 asks for exact math) and `run_op` then rounds the result once to the result
-element type with the type's own codec (`DType.round`), so an f16 or f8
+element type with the type's own codec (`DType.to_values`), so an f16 or f8
 result holds exactly representable values. Constants, casts and
 (de)quantization go through `lpcc.ir.dtypes`; nothing here re-implements a
 codec.
@@ -32,7 +32,7 @@ from xdsl.ir import Operation, SSAValue
 from lpcc.errors import IRError
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.types import to_dtype
-from lpcc.ir.dtypes import DType, FloatType, IntType
+from lpcc.ir.dtypes import DType
 from lpcc.ir.symbolic import ShapeError, bind, evaluate_shape
 
 Impl = Callable[[Any, list[np.ndarray], "Frame"], np.ndarray]
@@ -70,26 +70,6 @@ def elem(value: SSAValue) -> DType:
     return to_dtype(t.element_type)
 
 
-def to_domain(dt: DType, x: np.ndarray) -> np.ndarray:
-    """`x` as values of `dt`: rounded once with dt's codec, in `value_dtype`."""
-    x = np.asarray(x)
-    vd = dt.value_dtype
-    if isinstance(dt, IntType):
-        if x.dtype == np.bool_ or vd == np.bool_:
-            return x.astype(vd) if x.dtype.kind in "biu" else dt.values(dt.encode(x))
-        if x.dtype.kind in "iu":
-            info = np.iinfo(x.dtype)
-            if info.min >= dt.min and info.max <= dt.max:
-                return x.astype(vd, copy=False)
-            return np.clip(x, dt.min, dt.max).astype(vd)
-        return dt.values(dt.encode(x))
-    if isinstance(dt, FloatType) and dt.bits == 32 and dt.variant == "ieee":
-        return x.astype(np.float32, copy=False)
-    if x.dtype.kind == "b":
-        x = x.astype(np.float32)
-    return dt.round(x).astype(vd, copy=False)
-
-
 def run_op(
     op: Operation, args: Sequence[np.ndarray], env: dict[str, int] | None = None
 ) -> np.ndarray:
@@ -103,7 +83,7 @@ def run_op(
             out = fn(op, list(args), frame)
     except (ValueError, IndexError, TypeError, ShapeError) as err:
         raise IRError(f"{op.name}: {err}") from err
-    return to_domain(elem(op.results[0]), out)
+    return elem(op.results[0]).to_values(out)
 
 
 def run_function(
@@ -125,7 +105,7 @@ def run_function(
             bind(lp.value_dims(arg), x.shape, env, f"input #{i}")
         except ShapeError as err:
             raise IRError(f"@{fn.sym_name.data}: {err}") from None
-        values[arg] = to_domain(elem(arg), x)
+        values[arg] = elem(arg).to_values(x)
     for op in block.ops:
         if isinstance(op, func.ReturnOp):
             return [values[v] for v in op.operands]

@@ -221,3 +221,24 @@ def test_value_dtype(name: str, np_name: str) -> None:
     codes = dt.encode(np.array(extremes, dtype=np.float64))
     assert dt.values(codes).dtype == np.dtype(np_name)
     assert dt.values(codes).tolist() == extremes
+
+
+@pytest.mark.parametrize(
+    ("name", "given", "want"),
+    [
+        ("int4", [-9, 7, 100], [-8, 7, 7]),  # integers saturate
+        ("int4", [0.5, 1.5, -2.5], [0, 2, -2]),  # floats round half to even
+        ("uint1", [-1, 0, 3], [False, False, True]),
+        ("uint1", [0.4, 0.6], [False, True]),
+        ("f16", [1 + 2**-11, 70000.0], [1.0, np.inf]),
+        ("f4e2m1", [0.25, 7.0], [0.0, 6.0]),
+    ],
+)
+def test_to_values_rounds_once_into_the_value_domain(
+    name: str, given: list[float], want: list[float]
+) -> None:
+    dt = lpcc.dtype(name)
+    kind = np.int64 if all(float(g).is_integer() for g in given) else np.float32
+    got = dt.to_values(np.array(given, kind))
+    assert got.dtype == dt.value_dtype
+    assert got.tolist() == want
