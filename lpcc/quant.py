@@ -438,23 +438,24 @@ def quantize_weight(
     padded[:, :k] = w64
     grouped = padded.reshape(n, ngroups, group)
 
-    zero_codes = None
+    lo = None  # asymmetric: the low end of each group's range
     if config.symmetric:
         qmax = dt.max if isinstance(dt, FloatType) else (1 << (dt.bits - 1)) - 1
         s = np.abs(grouped).max(axis=2) / qmax
-        scodes = _scale_codes(s, st, name)
-        if config.zero_point:  # unsigned symmetric: the midpoint
-            zero_codes = dt.encode(np.full(s.shape, 1 << (dt.bits - 1)))
     else:
         lo = np.minimum(grouped.min(axis=2), 0.0)
-        hi = np.maximum(grouped.max(axis=2), 0.0)
-        s = (hi - lo) / ((1 << dt.bits) - 1)
-        scodes = _scale_codes(s, st, name)
-        s_r = st.decode(scodes).astype(np.float64)
-        zero_codes = dt.encode(-lo / s_r + dt.min)
-    scale = st.decode(scodes).astype(np.float32)
+        s = (np.maximum(grouped.max(axis=2), 0.0) - lo) / ((1 << dt.bits) - 1)
+    scodes = _scale_codes(s, st, name)
+    scale = st.decode(scodes).astype(np.float32)  # exact: f16, f32, e8m0
+    s_r = scale.astype(np.float64)
 
-    x = w64 / _expand(scale.astype(np.float64), group, k)
+    zero_codes = None
+    if lo is not None:
+        zero_codes = dt.encode(-lo / s_r + dt.min)
+    elif config.zero_point:  # unsigned symmetric: the midpoint
+        zero_codes = dt.encode(np.full(s.shape, 1 << (dt.bits - 1)))
+
+    x = w64 / _expand(s_r, group, k)
     if zero_codes is not None:
         x = x + _expand(dt.decode(zero_codes).astype(np.float64), group, k)
     if isinstance(dt, FloatType):

@@ -225,6 +225,7 @@ def save(program: Program, path: str | os.PathLike[str]) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a saved program is a normal file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -101,18 +101,18 @@ class Constant:
 
     def codes(self) -> np.ndarray:
         """The codes, shaped like the constant (a read-only broadcast if splat)."""
-        dt = dtype(self.dtype)
-        count = 1 if self.splat else self.numel
-        flat = dt.unpack(np.frombuffer(self.data, np.uint8), count)
-        if self.splat:
-            return np.broadcast_to(flat, self.shape)
-        return flat.reshape(self.shape)
+        return self._shaped(self._flat_codes())
 
     def values(self) -> np.ndarray:
         """The values (`DType.values`), shaped like the constant."""
-        dt = dtype(self.dtype)
+        return self._shaped(dtype(self.dtype).values(self._flat_codes()))
+
+    def _flat_codes(self) -> np.ndarray:
+        """The stored codes, 1-D: one for a splat (decoded once, then broadcast)."""
         count = 1 if self.splat else self.numel
-        flat = dt.values(dt.unpack(np.frombuffer(self.data, np.uint8), count))
+        return dtype(self.dtype).unpack(np.frombuffer(self.data, np.uint8), count)
+
+    def _shaped(self, flat: np.ndarray) -> np.ndarray:
         if self.splat:
             return np.broadcast_to(flat, self.shape)
         return flat.reshape(self.shape)
@@ -562,10 +562,6 @@ class _Validator:
         except DTypeError as err:
             raise self.fail(where, str(err)) from None
         for d in shape:
-            if isinstance(d, bool) or not isinstance(d, int | str):
-                raise self.fail(where, f"size {d!r} is not an int or expression")
-            if isinstance(d, int) and d < 0:
-                raise self.fail(where, f"negative size {d}")
             self._size(where, d)
 
     def _size(self, where: str, d: Dim) -> None:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from lpcc.errors import DTypeError, LpccError
-from lpcc.ir.dtypes import FloatType, IntType, dtype
-from lpcc.ir.symbolic import ShapeError, bind, evaluate, evaluate_shape
+from lpcc.ir.dtypes import IntType, dtype
+from lpcc.ir.symbolic import Dim, ShapeError, bind, evaluate, evaluate_shape
 
 from .kernels import ExecutionError, KernelFn, load_kernel
 from .program import (
@@ -146,9 +146,9 @@ class VM:
                     f".astype(np.{want})"
                 )
             return arr.astype(want)  # e.g. float16 for f16: exact in float32
-        if isinstance(dt, FloatType):
-            return dt.to_values(arr)  # rounds to sub-f32 formats
-        if isinstance(dt, IntType) and dt.bits not in (1, 8, 16, 32, 64):
+        if not isinstance(dt, IntType):
+            return dt.to_values(arr)  # rounds to sub-f32 floats and to e8m0
+        if want.kind != "b" and dt.bits != 8 * want.itemsize:  # int4, int1 in int8
             lo, hi = arr.min(initial=dt.min), arr.max(initial=dt.max)
             if lo < dt.min or hi > dt.max:
                 raise InputError(
@@ -168,10 +168,20 @@ class VM:
         for b, arr in zip(self._const_buf, self._constants, strict=True):
             arrays[b] = arr
         storages: dict[int, np.ndarray] = {}
+        memo: dict[str, int] = {}
+
+        def size(d: Dim) -> int:
+            """`d` under this run's sizes; each expression is parsed once a run."""
+            if isinstance(d, int):
+                return d
+            v = memo.get(d)
+            if v is None:
+                v = memo[d] = evaluate(d, env)
+            return v
 
         def place(b: int) -> np.ndarray:
             info = p.buffers[b]
-            shape = evaluate_shape(info.shape, env)
+            shape = tuple(map(size, info.shape))
             dt = self._np_dtypes[b]
             n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
             assert info.storage is not None  # validate() checked it
@@ -192,14 +202,14 @@ class VM:
                     outs = [place(b) for b in ins.outputs]
                     self._kernels[ins.kernel](ins_arrays, outs, env)  # type: ignore[arg-type]
                 elif isinstance(ins, Alloc):
-                    size = evaluate(ins.nbytes, env)
-                    if size < 0:
-                        raise ExecutionError(f"negative size {size}")
-                    storages[ins.storage] = np.empty(size, np.uint8)
+                    nbytes = size(ins.nbytes)
+                    if nbytes < 0:
+                        raise ExecutionError(f"negative size {nbytes}")
+                    storages[ins.storage] = np.empty(nbytes, np.uint8)
                 elif isinstance(ins, View):
                     src = arrays[ins.src]
                     assert src is not None
-                    arrays[ins.dst] = src.reshape(evaluate_shape(ins.shape, env))
+                    arrays[ins.dst] = src.reshape(tuple(map(size, ins.shape)))
                 elif isinstance(ins, Copy):
                     np.copyto(place(ins.dst), arrays[ins.src])  # type: ignore[arg-type]
                 elif isinstance(ins, Free):

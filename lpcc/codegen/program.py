@@ -144,6 +144,7 @@ class _Lowering:
         self.steps: list[_Step] = []
         self.values: dict[SSAValue, int] = {}
         self.constants: list[Constant] = []
+        self.constant_names: set[str] = set()
         self.kernels: dict[str, Kernel] = {}  # by source text
         self.counts: dict[str, int] = {}
 
@@ -228,10 +229,10 @@ class _Lowering:
         j = len(self.constants)
         attr = op.attributes.get(NAME_ATTR)
         base = attr.data if isinstance(attr, StringAttr) else f"c{j}"
-        taken = {c.name for c in self.constants}
         nm, k = base, 1
-        while nm in taken:
+        while nm in self.constant_names:
             nm, k = f"{base}_{k}", k + 1
+        self.constant_names.add(nm)
         shape = tuple(int(d) for d in op.result.type.get_shape())  # type: ignore[attr-defined]
         self.constants.append(
             Constant(nm, op.dtype.name, shape, bytes(op.data.data), op.is_splat)

@@ -16,6 +16,7 @@ the runtime can use it without the compiler.
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Mapping, Sequence
 
@@ -46,7 +47,9 @@ class ShapeError(LpccError, ValueError):
     """A dynamic size that is malformed, unbound or inconsistent."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _check(expr: str) -> ast.expr:
+    """Parse and vet an expression once (trees are only read, never changed)."""
     try:
         tree = ast.parse(expr.strip(), mode="eval").body
     except SyntaxError:

@@ -354,3 +354,11 @@ def test_resigned_header_mutations_never_crash(program: Program, blob: bytes) ->
         p.validate()  # whatever loads is a consistent program
         outcomes["ok"] += 1
     assert outcomes["error"] > 1000
+
+
+def test_saved_file_is_readable_like_any_other(
+    program: Program, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.lpcc"
+    save(program, path)
+    assert path.stat().st_mode & 0o777 == 0o644

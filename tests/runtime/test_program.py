@@ -277,6 +277,33 @@ def test_input_checks() -> None:
         vm.run([np.int8([1, 2, 3]), np.int8([1, 0, 1])])
 
 
+def _copy_program(dt: str) -> Program:
+    return Program(
+        inputs=[TensorSpec("v", (3,), dt)],
+        outputs=[TensorSpec("o", (3,), dt)],
+        buffers=[BufferInfo((3,), dt, input=0), BufferInfo((3,), dt, storage=0)],
+        constants=[],
+        kernels=[],
+        instructions=[Alloc(0, buffer_nbytes((3,), dt)), Copy(1, 0), Return((1,))],
+        target=TARGET,
+    )
+
+
+def test_int1_inputs_are_range_checked() -> None:
+    # int1 holds {-1, 0} in int8: a 1 or -2 is not an int1 value.
+    vm = VM(_copy_program("int1"))
+    (out,) = vm.run([np.int8([-1, 0, -1])])
+    assert out.tolist() == [-1, 0, -1]
+    with pytest.raises(InputError, match=r"'v' \(#0\): values must lie in \[-1, 0\]"):
+        vm.run([np.int8([-1, 1, 0])])
+
+
+def test_e8m0_inputs_round_like_float_inputs() -> None:
+    # e8m0 values are powers of two; 3 is a tie and rounds up, 1.2 down to 1.
+    (out,) = VM(_copy_program("e8m0")).run([np.float32([3.0, 1.2, 0.25])])
+    assert out.tolist() == [4.0, 1.0, 0.25] and out.dtype == np.float32
+
+
 def test_unknown_target_and_bad_loader() -> None:
     p = base()
     p.kernels[0] = dataclasses.replace(p.kernels[0], target="warp-drive")
