@@ -267,7 +267,6 @@ class Builder:
     def __init__(self, block: Block) -> None:
         self.block = block
         self.values: dict[Node, Any] = {}
-        self.constants: dict[str, SSAValue] = {}
 
     # -- reading node arguments --------------------------------------------------
 
@@ -387,18 +386,28 @@ class Builder:
         return lp.value_dims(v)
 
     def const(self, values: Any, dt: DType) -> SSAValue:
-        arr = np.asarray(values)
-        if arr.ndim == 0:
-            # a rank-0 lp.constant does not read back (ConstantOp.codes);
-            # build [1] and reshape it
-            one = self.emit(lp.ConstantOp.from_array(arr.reshape(1), dt))
-            return self.emit(lp.ReshapeOp(one, []))
-        return self.emit(lp.ConstantOp.from_array(arr, dt))
+        return self.emit(lp.ConstantOp.from_array(np.asarray(values), dt))
+
+    def full(
+        self, value: float | int | bool, dt: DType, shape: Sequence[int]
+    ) -> SSAValue:
+        """A `shape` constant holding the Python number `value` as torch stores
+        it in `dt`: to bool is `!= 0` and float to int truncates (the codec
+        would round half to even)."""
+        if dt == BOOL:
+            value = bool(value)
+        elif (
+            isinstance(dt, IntType)
+            and isinstance(value, float)
+            and math.isfinite(value)
+        ):
+            value = math.trunc(value)
+        arr = np.full(tuple(shape), value, dtype=np.float64 if _is_float(dt) else None)
+        return self.const(arr, dt)
 
     def splat(self, value: float | int | bool, dt: DType, rank: int) -> SSAValue:
         """A constant of `rank` dimensions of size 1 holding `value`."""
-        arr = np.full((1,) * rank, value, dtype=np.float64 if _is_float(dt) else None)
-        return self.const(arr, dt)
+        return self.full(value, dt, (1,) * rank)
 
     def operand(self, x: Any, dt: DType, rank: int) -> SSAValue:
         """Tensor or scalar `x` as a `dt` value of exactly `rank` dimensions."""
@@ -436,7 +445,9 @@ class Builder:
             and math.prod(_shape(v)) == 1
             and all(isinstance(d, int) for d in dims)
         ):
-            return self.const(owner.values().reshape(dims), owner.dtype)
+            # reshape the codes: decoded int64 values (float64) are inexact
+            codes = owner.codes().reshape(dims)  # type: ignore[arg-type]
+            return self.emit(lp.ConstantOp.from_codes(codes, owner.dtype))
         return self.emit(lp.ReshapeOp(v, _static(dims)), dims)
 
     def broadcast(self, v: SSAValue, dims: Sequence[Dim]) -> SSAValue:
@@ -486,9 +497,6 @@ class Builder:
         return self.emit(
             lp.SelectOp(c, self.operand(x, dt, rank), self.operand(y, dt, rank))
         )
-
-    def unary(self, cls: type, v: SSAValue) -> SSAValue:
-        return self.emit(cls(v))
 
     def opmath(self, v: SSAValue) -> SSAValue:
         """16-bit floats widened to f32 for a composite computation."""
@@ -563,8 +571,8 @@ def _arith(cls: type, swap: bool = False) -> Converter:
         a = b.args(node)
         x, y = a["self"], a["other"]
         dt = b.out_dtype(node)
-        if dt == BOOL and cls in (lp.SubOp, lp.DivOp):
-            raise Unsupported("boolean subtraction/division is not defined")
+        if dt == BOOL and cls is lp.SubOp:
+            raise Unsupported("boolean subtraction is not defined")
         if swap:  # rsub(self, other, alpha) = other - alpha * self
             x, y = y, x
         alpha = a.get("alpha")
@@ -633,9 +641,6 @@ def _pow(b: Builder, node: Node) -> SSAValue:
     return b.binary(lp.PowOp, a["self"], a["exponent"], b.out_dtype(node))
 
 
-_CMPS = {"eq": "eq", "ne": "ne", "lt": "lt", "le": "le", "gt": "gt", "ge": "ge"}
-
-
 def _cmp(pred: str) -> Converter:
     def convert(b: Builder, node: Node) -> SSAValue:
         a = b.args(node)
@@ -644,7 +649,7 @@ def _cmp(pred: str) -> Converter:
     return convert
 
 
-for _p in _CMPS:
+for _p in ("eq", "ne", "lt", "le", "gt", "ge"):
     _pkt = getattr(aten, _p)
     converts(_pkt.Tensor, _pkt.Scalar)(_cmp(_p))
 
@@ -655,10 +660,6 @@ for _p in _CMPS:
 def _where(b: Builder, node: Node) -> SSAValue:
     a = b.args(node)
     return b.select(a["condition"], a["self"], a["other"], b.out_dtype(node))
-
-
-def _as_bool(b: Builder, x: Any, rank: int) -> SSAValue:
-    return b.operand(x, BOOL, rank)
 
 
 def _logical(kind: str) -> Converter:
@@ -672,7 +673,7 @@ def _logical(kind: str) -> Converter:
             ):
                 raise Unsupported("bitwise_not is supported on bool tensors only")
             rank = b.rank_of(x)
-            v = _as_bool(b, x, rank)
+            v = b.operand(x, BOOL, rank)
             return b.emit(lp.CmpOp("eq", v, b.splat(False, BOOL, rank)))
         x, y = a["self"], a["other"]
         if not str(node.target).startswith("aten.logical") and (
@@ -681,7 +682,7 @@ def _logical(kind: str) -> Converter:
         ):
             raise Unsupported(f"{node.target} is supported on bool tensors only")
         rank = b.rank_of(x, y)
-        u, v = _as_bool(b, x, rank), _as_bool(b, y, rank)
+        u, v = b.operand(x, BOOL, rank), b.operand(y, BOOL, rank)
         if kind == "and":
             return b.emit(lp.SelectOp(u, v, b.splat(False, BOOL, rank)))
         if kind == "or":
@@ -1046,8 +1047,8 @@ def _batch_norm(b: Builder, node: Node) -> tuple[Any, ...]:
     c = scale.shape[0]
     shape = (1, c) + (1,) * (rank - 2)
     dt = _elem(x)
-    s = b.const(scale.reshape(shape).astype(np.float32), dt)
-    t = b.const(shift.reshape(shape).astype(np.float32), dt)
+    s = b.const(scale.reshape(shape), dt)  # the codec rounds float64 once
+    t = b.const(shift.reshape(shape), dt)
     _name_like(
         s, a["weight"] if a["weight"] is not None else a["running_var"], b, "bn_scale"
     )
@@ -1275,12 +1276,9 @@ def _split_parts(b: Builder, node: Node, x: SSAValue, d: int) -> tuple[SSAValue,
 
 @converts(aten.split.Tensor, aten.split_with_sizes.default)
 def _split(b: Builder, node: Node) -> tuple[SSAValue, ...]:
-    x = b.tensor(node.args[0])
-    d = _norm(
-        b.int(node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)),
-        len(_shape(x)),
-    )
-    return _split_parts(b, node, x, d)
+    a = b.args(node)
+    x = b.tensor(a["self"])
+    return _split_parts(b, node, x, _norm(b.int(a["dim"]), len(_shape(x))))
 
 
 @converts(aten.unbind.int)
@@ -1325,15 +1323,9 @@ def _cat(b: Builder, node: Node) -> SSAValue:
 def _filled(b: Builder, node: Node, value: Any) -> SSAValue:
     dt = b.out_dtype(node)
     dims = b.out_dims(node)
-    v = b.splat(b.scalar(value), dt, len(dims))
     if all(isinstance(d, int) for d in dims):
-        if all(d == 1 for d in dims):
-            return v
-        arr = np.full(
-            dims, b.scalar(value), dtype=np.float64 if _is_float(dt) else None
-        )  # type: ignore[arg-type]
-        return b.const(arr, dt)
-    return b.broadcast(v, dims)
+        return b.full(b.scalar(value), dt, dims)  # type: ignore[arg-type]
+    return b.broadcast(b.splat(b.scalar(value), dt, len(dims)), dims)
 
 
 @converts(aten.full.default, aten.full_like.default, aten.new_full.default)
@@ -1365,7 +1357,7 @@ def _fill(b: Builder, node: Node) -> SSAValue:
 
 @converts(aten.scalar_tensor.default)
 def _scalar_tensor(b: Builder, node: Node) -> SSAValue:
-    return b.const(np.asarray(b.scalar(b.args(node)["s"])), b.out_dtype(node))
+    return b.full(b.scalar(b.args(node)["s"]), b.out_dtype(node), ())
 
 
 @converts(aten.arange.start_step, aten.arange.start, aten.arange.default)

@@ -259,10 +259,8 @@ class _Importer:
                     f"{spec.target!r}: {err.reason}; {err.hint}"
                 ) from None
             value = self.b.const(_constant_values(t), dt)
-            assert value.owner is not None
-            const = value.owner if t.ndim else value.owner.operands[0].owner
-            assert isinstance(const, lp.ConstantOp)
-            const.attributes["lp.name"] = StringAttr(spec.target)
+            assert isinstance(value.owner, lp.ConstantOp)
+            value.owner.attributes["lp.name"] = StringAttr(spec.target)
             value.name_hint = _hint(spec.target)
             shared[key] = self.b.values[node] = value
 
@@ -364,10 +362,10 @@ class _Importer:
         ):
             v = b.reshape(v, want)
         elif DYNAMIC in shape and isinstance(v.owner, lp.LpOp):
-            dims = tuple(
-                s if s != DYNAMIC else w for s, w in zip(shape, want, strict=True)
+            lp.set_dims(
+                v.owner,
+                [s if s != DYNAMIC else w for s, w in zip(shape, want, strict=True)],
             )
-            v.owner.attributes[DIMS_ATTR] = StringAttr(format_dims(dims))
         if v.name_hint is None:
             v.name_hint = _hint(node.name)
         return v
@@ -462,6 +460,6 @@ def import_module(
     dynamic_shapes: Any = None,
 ) -> Imported:
     """`export` then `import_exported`."""
-    with torch.no_grad():
-        ep = export(module, example_inputs, dynamic_shapes=dynamic_shapes)
-        return import_exported(ep)
+    return import_exported(
+        export(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    )

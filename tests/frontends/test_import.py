@@ -298,6 +298,25 @@ CASES: list[tuple[str, Callable[..., Any], list[torch.Tensor]]] = [
     ("zeros_like", lambda x: torch.zeros_like(x), [randn(3, 33)]),
     ("ones_like", lambda x: torch.ones_like(x, dtype=torch.bool), [randn(3, 33)]),
     ("new_ones", lambda x: x.new_ones(5), [randn(3)]),
+    # a float fill value truncates into an int type and is `!= 0` for bool
+    # (round-half-even would give 3, -3 and False)
+    (
+        "full_int_truncates",
+        lambda x: x + torch.full((3, 5), 2.7, dtype=torch.int64),
+        [ints(3, 5)],
+    ),
+    ("full_like_negative", lambda x: torch.full_like(x, -2.7), [ints(1, 3)]),
+    ("full_bool", lambda m: m & torch.full((3,), 0.4, dtype=torch.bool), [mask(3)]),
+    (
+        "scalar_tensor_int",
+        lambda x: x * torch.scalar_tensor(-2.7, dtype=torch.int32),
+        [ints(3).int()],
+    ),
+    (
+        "full_int64_beyond_float64",  # folded reshapes keep every int64 bit
+        lambda x: x + torch.full((1,), 2**60 + 1),
+        [ints(3, 5)],
+    ),
     ("tensor_constant", lambda x: x * torch.tensor([1.0, 2.0, 3.0]), [randn(33, 3)]),
     ("arange", lambda x: x + torch.arange(33), [randn(3, 33)]),
     ("arange_start_step", lambda x: torch.arange(3, 50, 5) + x, [ints(10)]),
