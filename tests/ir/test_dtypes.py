@@ -232,13 +232,14 @@ def test_value_dtype(name: str, np_name: str) -> None:
         ("uint1", [0.4, 0.6], [False, True]),
         ("f16", [1 + 2**-11, 70000.0], [1.0, np.inf]),
         ("f4e2m1", [0.25, 7.0], [0.0, 6.0]),
+        ("f32", [1 + 2**-24, 1 + 3 * 2**-24], [1.0, 1 + 2**-22]),  # ties to even
     ],
 )
 def test_to_values_rounds_once_into_the_value_domain(
     name: str, given: list[float], want: list[float]
 ) -> None:
     dt = lpcc.dtype(name)
-    kind = np.int64 if all(float(g).is_integer() for g in given) else np.float32
+    kind = np.int64 if all(float(g).is_integer() for g in given) else np.float64
     got = dt.to_values(np.array(given, kind))
     assert got.dtype == dt.value_dtype
     assert got.tolist() == want
