@@ -30,6 +30,7 @@ from xdsl.dialects.builtin import ModuleOp, TensorType
 from xdsl.ir import Operation, SSAValue
 
 from lpcc.errors import IRError
+from lpcc.ir.dialect import lowp
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.types import to_dtype
 from lpcc.ir.dtypes import DType
@@ -472,6 +473,150 @@ def _avg_pool(op: lp.AvgPool2dOp, args: list[np.ndarray], f: Frame) -> np.ndarra
     return total.sum(axis=(-2, -1)) / count
 
 
+# -- low-precision ops (lpcc/ir/dialect/lowp.py) ------------------------------------
+
+
+def _by_group(x: np.ndarray, group: int) -> np.ndarray:
+    """[..., K] -> [..., K / group, group]."""
+    return x.reshape(*x.shape[:-1], x.shape[-1] // group, group)
+
+
+def _optional(op: Operation, names: Sequence[str], args: list[np.ndarray]):
+    """The arrays of `op`'s optional operands by name (None where absent)."""
+    it = iter(args)
+    return {n: (next(it) if getattr(op, n) is not None else None) for n in names}
+
+
+@impl(lowp.GroupMatmulOp)
+def _group_matmul(op: lowp.GroupMatmulOp, args: list[np.ndarray], f: Frame):
+    x, w = args
+    g = op.group.data
+    gn = x.shape[-1] // g
+    exact = x.dtype.kind in "iub"
+    ct = np.float64 if exact else np.float32  # int products sum exactly in f64
+    xg = np.moveaxis(_by_group(x.astype(ct), g), -2, -3)  # [..., Gn, M, G]
+    wg = w.astype(ct).reshape(w.shape[0], gn, g).transpose(1, 2, 0)  # [Gn, G, N]
+    p = np.moveaxis(np.matmul(xg, wg), -3, -1)  # [..., M, N, Gn]
+    return np.rint(p).astype(np.int64) if exact else p
+
+
+@impl(lowp.GroupSumOp)
+def _group_sum(op: lowp.GroupSumOp, args: list[np.ndarray], f: Frame):
+    x = args[0]
+    acc = np.int64 if x.dtype.kind in "iub" else np.float32
+    return _by_group(x.astype(acc), op.group.data).sum(axis=-1)
+
+
+@impl(lowp.GroupDequantReduceOp)
+def _group_dequant_reduce(
+    op: lowp.GroupDequantReduceOp, args: list[np.ndarray], f: Frame
+):
+    p, s = (a.astype(np.float64) for a in args[:2])
+    opt = _optional(op, ("zero", "sums", "act_scale"), args[2:])
+    if opt["zero"] is not None:
+        z, sums = opt["zero"].astype(np.float64), opt["sums"].astype(np.float64)
+        p = p - z * sums[..., None, :]
+    y = p * s
+    if opt["act_scale"] is not None:
+        y = y * opt["act_scale"].astype(np.float64)[..., None, :]
+    return y.sum(axis=-1)
+
+
+def _unsigned_codes(w: np.ndarray, dt: DType) -> np.ndarray:
+    """u = w - min(type): the weight's bits with the sign offset removed."""
+    return w.astype(np.int64) - int(dt.min)
+
+
+@impl(lowp.BitplanesOp)
+def _bitplanes(op: lowp.BitplanesOp, args: list[np.ndarray], f: Frame):
+    dt = elem(op.input)
+    u = _unsigned_codes(args[0], dt)
+    g = op.group.data
+    bits = (u[None] >> np.arange(dt.bits)[:, None, None]) & 1  # [B, N, K]
+    return (_by_group(bits, g) << np.arange(g)).sum(axis=-1)
+
+
+def _lut_signs(g: int) -> np.ndarray:
+    """signs[i, t] = 2 bit_t(i) - 1 (the +-1 weight encoding), [2^g, g]."""
+    i = np.arange(2**g)[:, None]
+    return (2 * ((i >> np.arange(g)) & 1) - 1).astype(np.float32)
+
+
+def _expand_last(v: np.ndarray, n: int) -> np.ndarray:
+    """Repeat each entry of the last axis so that it has n entries."""
+    return np.repeat(v, n // v.shape[-1], axis=-1)
+
+
+@impl(lowp.LutScaleOp)
+def _lut_scale(op: lowp.LutScaleOp, args: list[np.ndarray], f: Frame):
+    x = np.abs(args[0].astype(np.float32))
+    sums = _by_group(x, op.group.data).sum(axis=-1)  # [..., K/g]
+    per = op.act_group.data // op.group.data
+    return _by_group(sums, per).max(axis=-1) / np.float32(lowp.TABLE_LIMIT)
+
+
+@impl(lowp.LutPrecomputeOp)
+def _lut_precompute(op: lowp.LutPrecomputeOp, args: list[np.ndarray], f: Frame):
+    g = op.group.data
+    xg = _by_group(args[0].astype(np.float32), g)  # [..., J, g]
+    signs = _lut_signs(g)
+    # Added term by term in a fixed order, so T[~i] == -T[i] exactly.
+    t = signs[:, 0] * xg[..., 0:1]
+    for k in range(1, g):
+        t = t + signs[:, k] * xg[..., k : k + 1]  # [..., J, 2^g]
+    if op.half is not None:
+        t = t[..., 2 ** (g - 1) :]
+    if op.scale is None:
+        return t
+    ls = _expand_last(args[1].astype(np.float32), t.shape[-2])[..., None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(ls > 0, np.rint(t / ls), 0)
+    return np.clip(q, -lowp.TABLE_LIMIT, lowp.TABLE_LIMIT)
+
+
+def lut_lookup(table: np.ndarray, index: np.ndarray, g: int) -> np.ndarray:
+    """table[..., j, index[n, j]] -> [..., N, J]; a half table is mirrored.
+
+    Half tables hold H[i] = T[2^(g-1) + i]; T[i] = H[i & mask] if the top bit
+    of i is set, else -H[~i & mask] (T[~i] = -T[i]).
+    """
+    j = np.arange(index.shape[-1])
+    if table.shape[-1] == 2**g:
+        return table[..., j, index]
+    mask = 2 ** (g - 1) - 1
+    top = (index >> (g - 1)) & 1
+    idx = np.where(top == 1, index & mask, ~index & mask)
+    v = table[..., j, idx]
+    return np.where(top == 1, v, -v)
+
+
+@impl(lowp.LutAccumulateOp)
+def _lut_accumulate(op: lowp.LutAccumulateOp, args: list[np.ndarray], f: Frame):
+    table, planes, sums = args[:3]
+    ls = args[3].astype(np.float64) if op.scale is not None else None
+    g = elem(op.planes).bits
+    bits, _, jn = planes.shape
+    exact = table.dtype.kind in "iu"
+    acc = None
+    for b in range(bits):
+        v = lut_lookup(table, planes[b].astype(np.int64), g)  # [..., M, N, J]
+        v = v.astype(np.int64) if exact else v.astype(np.float64)
+        acc = v * 2**b if acc is None else acc + v * 2**b
+    assert acc is not None
+    # Sum exactly within units that share one table scale, then scale.
+    k = jn * g
+    unit = op.group.data if ls is None else min(op.group.data, k // ls.shape[-1])
+    c = _by_group(acc, unit // g).sum(axis=-1).astype(np.float64)  # [..., M, N, U]
+    if ls is not None:
+        c = c * _expand_last(ls, c.shape[-1])[..., None, :]
+    c = _by_group(c, op.group.data // unit).sum(axis=-1)  # [..., M, N, Gn]
+    off = 2 ** (bits - 1) if op.signed is not None else 0
+    corr = (2**bits - 1) / 2 - off
+    return 0.5 * c + corr * sums.astype(np.float64)[..., None, :]
+
+
 def missing_impls() -> list[str]:
     """Names of lp ops without a reference implementation (should be none)."""
-    return [cls.name for cls in lp.LP_OPS if cls not in IMPLS]
+    from lpcc.ir.dialect import LP
+
+    return [cls.name for cls in LP.operations if cls not in IMPLS]

@@ -21,6 +21,8 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from lpcc.errors import IRError
 from lpcc.ir.dialect.ops import *  # noqa: F403
 from lpcc.ir.dialect.ops import LP_OPS
+from lpcc.ir.dialect.fused import FUSED_OPS
+from lpcc.ir.dialect.lowp import LOWP_OPS
 from lpcc.ir.dialect.types import (
     LayoutAttr,
     LpE8M0Type,
@@ -35,7 +37,7 @@ from lpcc.ir.dialect.types import (
 
 LP = Dialect(
     "lp",
-    list(LP_OPS),
+    [*LP_OPS, *LOWP_OPS, *FUSED_OPS],
     [LpIntType, LpUIntType, LpFloatType, LpE8M0Type, LayoutAttr],
 )
 

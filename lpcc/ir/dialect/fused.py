@@ -1,0 +1,3 @@
+"""Fused regions: `lp.fused` and `lp.yield` (being written)."""
+
+FUSED_OPS: tuple = ()
