@@ -9,7 +9,9 @@
 * every other lp op becomes a `Call` of a reference kernel: an MLIR module
   holding `func.func @kernel` with that one op, its distinct operands as
   arguments. Kernels are deduplicated by their text, so the hundred
-  identical `lp.add`s of a transformer share one kernel;
+  identical `lp.add`s of a transformer share one kernel. An `lp.fused` op
+  is one kernel too (its region included) returning all its results: one
+  `call` writes every output, each a buffer of its own;
 * `func.return` becomes `Return`; a returned input, constant, view of one,
   or a value returned twice is first copied into a buffer of its own.
 
@@ -45,6 +47,7 @@ from xdsl.ir import Block, Operation, Region, SSAValue
 from lpcc.errors import IRError
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect import print_module, to_dtype
+from lpcc.ir.dialect.fused import FusedOp
 from lpcc.ir.symbolic import (
     DIMS_ATTR,
     Dim,
@@ -160,7 +163,8 @@ class _Lowering:
             if isinstance(op, func.ReturnOp):
                 ret = op
                 break
-            if len(op.results) != 1 or op.regions:
+            fused = isinstance(op, FusedOp)
+            if not fused and (len(op.results) != 1 or op.regions):
                 raise IRError(f"{where}: cannot lower {op.name} (one result expected)")
             if isinstance(op, lp.ConstantOp):
                 self._constant(op)
@@ -246,9 +250,12 @@ class _Lowering:
                 operands.append(v)
         kernel = self._kernel(op, operands)
         ins = tuple(self.values[v] for v in operands)
-        out = self._new(op.results[0])
-        self.bufs[out].root = out
-        self.steps.append(_Step("call", (out,), ins, kernel))
+        outs = []
+        for result in op.results:  # each result is a buffer (and root) of its own
+            out = self._new(result)
+            self.bufs[out].root = out
+            outs.append(out)
+        self.steps.append(_Step("call", tuple(outs), ins, kernel))
 
     def _kernel(self, op: Operation, operands: list[SSAValue]) -> str:
         types = [v.type for v in operands]
@@ -257,9 +264,10 @@ class _Lowering:
             value_mapper=dict(zip(operands, block.args, strict=True)),
             clone_name_hints=False,
         )
-        clone.attributes.pop(NAME_ATTR, None)
+        for inner in clone.walk():  # names do not change what a kernel computes
+            inner.attributes.pop(NAME_ATTR, None)
         block.add_op(clone)
-        block.add_op(func.ReturnOp(clone.results[0]))
+        block.add_op(func.ReturnOp(*clone.results))
         attrs = []
         for v in operands:
             dims = lp.value_dims(v)
@@ -272,13 +280,15 @@ class _Lowering:
         dynamic = any(a.data for a in attrs)
         kfn = func.FuncOp(
             "kernel",
-            (types, [clone.results[0].type]),
+            (types, [r.type for r in clone.results]),
             Region(block),
             arg_attrs=ArrayAttr(attrs) if dynamic else None,
         )
         text = print_module(ModuleOp([kfn]))
         if text not in self.kernels:
             short = op.name.removeprefix("lp.")
+            if isinstance(op, FusedOp):
+                short = f"fused_{op.kind.data}"
             n = self.counts.get(short, 0)
             self.counts[short] = n + 1
             self.kernels[text] = Kernel(
@@ -286,7 +296,11 @@ class _Lowering:
                 "reference",
                 "lp",
                 text,
-                {"op": op.name, "num_inputs": len(operands), "num_outputs": 1},
+                {
+                    "op": op.name,
+                    "num_inputs": len(operands),
+                    "num_outputs": len(op.results),
+                },
             )
         return self.kernels[text].name
 

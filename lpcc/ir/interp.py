@@ -27,11 +27,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, TensorType
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 
 from lpcc.errors import IRError
 from lpcc.ir.dialect import lowp
 from lpcc.ir.dialect import ops as lp
+from lpcc.ir.dialect.fused import FusedOp, YieldOp
 from lpcc.ir.dialect.types import to_dtype
 from lpcc.ir.dtypes import DType
 from lpcc.ir.symbolic import ShapeError, bind, evaluate_shape
@@ -71,10 +72,13 @@ def elem(value: SSAValue) -> DType:
     return to_dtype(t.element_type)
 
 
-def run_op(
+def run_op_results(
     op: Operation, args: Sequence[np.ndarray], env: dict[str, int] | None = None
-) -> np.ndarray:
-    """Run one op on value-domain arrays; the result is in its type's domain."""
+) -> list[np.ndarray]:
+    """Run one op (any number of results) on value-domain arrays.
+
+    Each result is rounded to its own type's domain.
+    """
     fn = IMPLS.get(type(op))
     if fn is None:
         raise IRError(f"{op.name}: the reference interpreter has no implementation")
@@ -84,7 +88,37 @@ def run_op(
             out = fn(op, list(args), frame)
     except (ValueError, IndexError, TypeError, ShapeError) as err:
         raise IRError(f"{op.name}: {err}") from err
-    return elem(op.results[0]).to_values(out)
+    outs = list(out) if isinstance(out, list | tuple) else [out]
+    if len(outs) != len(op.results):
+        raise IRError(
+            f"{op.name}: the implementation gave {len(outs)} values for "
+            f"{len(op.results)} results"
+        )
+    return [elem(r).to_values(o) for r, o in zip(op.results, outs, strict=True)]
+
+
+def run_op(
+    op: Operation, args: Sequence[np.ndarray], env: dict[str, int] | None = None
+) -> np.ndarray:
+    """Run one single-result op on value-domain arrays; the result is in its
+    type's domain. Ops with several results go through `run_op_results`."""
+    if len(op.results) != 1:
+        raise IRError(f"{op.name}: has {len(op.results)} results; call run_op_results")
+    return run_op_results(op, args, env)[0]
+
+
+def run_block(
+    block: Block, inputs: Sequence[np.ndarray], env: dict[str, int], where: str
+) -> list[np.ndarray]:
+    """Bind `block`'s arguments to `inputs`, run its ops in order, and return
+    the values its terminator (func.return or lp.yield) passes on."""
+    values: dict[SSAValue, np.ndarray] = dict(zip(block.args, inputs, strict=True))
+    for op in block.ops:
+        if isinstance(op, func.ReturnOp | YieldOp):
+            return [values[v] for v in op.operands]
+        results = run_op_results(op, [values[v] for v in op.operands], env)
+        values.update(zip(op.results, results, strict=True))
+    raise IRError(f"{where}: no terminator (func.return or lp.yield)")
 
 
 def run_function(
@@ -99,19 +133,15 @@ def run_function(
             f"@{fn.sym_name.data}: takes {len(block.args)} inputs, got {len(inputs)}"
         )
     env = {} if env is None else env
-    values: dict[SSAValue, np.ndarray] = {}
+    args = []
     for i, (arg, x) in enumerate(zip(block.args, inputs, strict=True)):
         x = np.asarray(x)
         try:
             bind(lp.value_dims(arg), x.shape, env, f"input #{i}")
         except ShapeError as err:
             raise IRError(f"@{fn.sym_name.data}: {err}") from None
-        values[arg] = elem(arg).to_values(x)
-    for op in block.ops:
-        if isinstance(op, func.ReturnOp):
-            return [values[v] for v in op.operands]
-        values[op.results[0]] = run_op(op, [values[v] for v in op.operands], env)
-    raise IRError(f"@{fn.sym_name.data}: no func.return")
+        args.append(elem(arg).to_values(x))
+    return run_block(block, args, env, f"@{fn.sym_name.data}")
 
 
 def run_module(
@@ -122,6 +152,21 @@ def run_module(
         if isinstance(op, func.FuncOp) and op.sym_name.data == name:
             return run_function(op, inputs)
     raise IRError(f"the module has no function @{name}")
+
+
+# -- fused regions -----------------------------------------------------------------
+
+
+@impl(FusedOp)
+def _fused(op: FusedOp, args: list[np.ndarray], f: Frame) -> list[np.ndarray]:
+    """The body's ops, in order, on the operands: fusing never changes the math."""
+    return run_block(op.body.block, args, f.env, f"lp.fused {op.kind.data}")
+
+
+@impl(YieldOp)
+def _yield(op: YieldOp, args: list[np.ndarray], f: Frame) -> np.ndarray:
+    """Never run alone: `run_block` returns a yield's operands as the region's."""
+    raise IRError("lp.yield only ends an lp.fused body; run the lp.fused op")
 
 
 # -- constants ---------------------------------------------------------------------

@@ -13,6 +13,7 @@ import lpcc
 from lpcc.ir.dialect import (
     LP,
     LayoutAttr,
+    lowp,
     parse_module,
     print_module,
     tensor_type,
@@ -21,6 +22,7 @@ from lpcc.ir.dialect import (
     verify_module,
 )
 from lpcc.ir.dialect import ops as lp
+from lpcc.ir.dialect.fused import make_fused
 from lpcc.ir.layout import local
 
 F32 = lpcc.dtype("f32")
@@ -110,7 +112,21 @@ def every_op_module() -> ModuleOp:
             lp.AvgPool2dOp(conv, [2, 2], count_include_pad=False)
             lp.ReshapeOp(emb, [10, 8])
             lp.IotaOp(lpcc.int_(64), [3, 5], dim=1)
+            # The low-precision ops (lowp.py) and a fused region (fused.py).
+            w = lp.ConstantOp.from_array(np.ones((4, 8)), lpcc.dtype("int3")).result
+            scale = lp.ConstantOp.from_array(np.ones((4, 2)), lpcc.dtype("f16")).result
+            sums = lowp.GroupSumOp(x, 4).result
+            part = lowp.GroupMatmulOp(x, w, 4).result
+            lowp.GroupDequantReduceOp(part, scale, act_scale=sums)
+            planes = lowp.BitplanesOp(w, 4).result
+            ls = lowp.LutScaleOp(x, 4, 8).result
+            lut = lowp.LutPrecomputeOp(x, ls, 4, half=True).result
+            lowp.LutAccumulateOp(lut, planes, sums, ls, 4, signed=True)
+            neg = lp.NegOp(x)
+            exp = lp.ExpOp(neg.result)
+            lp.AddOp(exp.result, x)
             func.ReturnOp(h)
+    make_fused("elementwise", [neg, exp])  # outside the builder: it inserts itself
     return module
 
 

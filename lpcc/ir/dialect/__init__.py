@@ -19,10 +19,10 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from lpcc.errors import IRError
-from lpcc.ir.dialect.ops import *  # noqa: F403
-from lpcc.ir.dialect.ops import LP_OPS
 from lpcc.ir.dialect.fused import FUSED_OPS
 from lpcc.ir.dialect.lowp import LOWP_OPS
+from lpcc.ir.dialect.ops import *  # noqa: F403
+from lpcc.ir.dialect.ops import LP_OPS
 from lpcc.ir.dialect.types import (
     LayoutAttr,
     LpE8M0Type,

@@ -131,7 +131,9 @@ def value_dims(v: SSAValue) -> tuple[Dim, ...]:
     """The shape of `v` with each `?` replaced by its size expression.
 
     The expressions come from the `lp.dims` attribute of the defining op (or
-    of the function argument); see `lpcc.ir.symbolic`.
+    of the function argument); see `lpcc.ir.symbolic`. An `lp.fused` result
+    has the dims of the value its body yields, a body argument those of the
+    operand it stands for.
     """
     from xdsl.dialects.func import FuncOp
     from xdsl.ir import Block, BlockArgument
@@ -142,10 +144,17 @@ def value_dims(v: SSAValue) -> tuple[Dim, ...]:
     text = None
     if isinstance(v, BlockArgument):
         parent = v.block.parent_op() if isinstance(v.block, Block) else None
+        if parent is not None and parent.name == "lp.fused":
+            return value_dims(parent.operands[v.index])  # the operand it stands for
         if isinstance(parent, FuncOp) and parent.arg_attrs is not None:
             attrs = parent.arg_attrs.data[v.index].data
             if DIMS_ATTR in attrs:
                 text = attrs[DIMS_ATTR]
+    elif v.owner.name == "lp.fused":  # result #i is what the body yields as #i
+        last = v.owner.regions[0].block.last_op
+        if last is None or len(last.operands) != len(v.owner.results):
+            raise IRError("lp.fused: the body must end with lp.yield of its results")
+        return value_dims(last.operands[v.index])
     else:
         text = v.owner.attributes.get(DIMS_ATTR)
     if not isinstance(text, StringAttr):
