@@ -20,6 +20,11 @@ Defaults, and why:
   store); uint formats are asymmetric (a zero point per group, min/max range).
 * f16 scales: exact enough for RTN and half the storage of f32; e8m0 (power of
   two scales, as OCP MX) only when asked, e.g. "f4e2m1-g32-se8m0" is MXFP4.
+* float activations: the weights are the only quantized tensors. `-a8`
+  (activations="int8", e.g. "int4-g32-a8", W4A8) asks the
+  dequant-after-group-gemm rewrite to quantize activations per weight group
+  to int8 so that the inner sums are exact int32 (ggml's Q8 activations);
+  integer weight formats only.
 
 Only NumPy is used here (the IR pass lives in `lpcc.passes.quantize`); every
 rounding and code mapping goes through the `DType` codecs of
@@ -41,6 +46,7 @@ from lpcc.errors import DTypeError, LpccError
 from lpcc.ir.dtypes import DType, FloatType, IntType, dtype
 
 __all__ = [
+    "ACTIVATIONS",
     "DEFAULT_GROUP_SIZE",
     "SCALE_DTYPES",
     "LayerRow",
@@ -56,12 +62,13 @@ DEFAULT_GROUP_SIZE = 128
 SCALE_DTYPES = ("f16", "f32", "e8m0")
 
 GRAMMAR = (
-    "<dtype>[-g<N>|-pc][-sym|-asym][-s<f16|f32|e8m0>]; e.g. 'int4' (groups of "
+    "<dtype>[-g<N>|-pc][-sym|-asym][-s<f16|f32|e8m0>][-a8]; e.g. 'int4' (groups of "
     f"{DEFAULT_GROUP_SIZE}, symmetric, f16 scales), 'int4-g32', 'uint3-g64' "
     "(uint is asymmetric: a zero point per group), 'int2-g64-asym', 'int8-pc' "
     "(per channel: one group over all of K), 'f4e2m1-g32', "
-    "'f4e2m1-g32-se8m0' (MXFP4)"
+    "'f4e2m1-g32-se8m0' (MXFP4), 'int4-g32-a8' (int8 activations, W4A8)"
 )
+ACTIVATIONS = ("float", "int8")
 
 
 class QuantError(LpccError, ValueError):
@@ -97,7 +104,9 @@ class QuantConfig:
     consecutive K elements that share a scale (None: per channel);
     `symmetric`/`zero_point` are resolved from the format when None;
     `include`/`exclude` are fnmatch globs on the weight's state_dict name;
-    `conv` also quantizes conv2d weights (as [O, C*kh*kw]).
+    `conv` also quantizes conv2d weights (as [O, C*kh*kw]);
+    `activations` is "float" or "int8" (per-group int8 activations in the
+    group GEMM; int/uint weights only; short suffix `-a8`).
     Fields hold resolved values after construction (`weight` a DType,
     `symmetric` and `zero_point` bools), so equal settings compare equal.
     """
@@ -110,6 +119,7 @@ class QuantConfig:
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     conv: bool = False
+    activations: str = "float"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: resolve once, here
@@ -194,6 +204,17 @@ class QuantConfig:
         set_(self, "exclude", _patterns(self.exclude, "exclude"))
         if not isinstance(self.conv, bool):
             raise QuantError(f"QuantConfig.conv: expected a bool, got {self.conv!r}")
+        if self.activations not in ACTIVATIONS:
+            raise QuantError(
+                f"QuantConfig.activations: {self.activations!r} is not one of "
+                f"{', '.join(repr(a) for a in ACTIVATIONS)} ('int8': suffix -a8)"
+            )
+        if self.activations == "int8" and not isinstance(wt, IntType):
+            raise QuantError(
+                f"QuantConfig.activations: int8 activations need integer weight "
+                f"codes (int/uint) for exact int32 group sums; {wt} weights take "
+                "float activations (drop activations='int8' / '-a8')"
+            )
 
     # -- derived ---------------------------------------------------------------
     @property
@@ -222,6 +243,8 @@ class QuantConfig:
             parts.append("sym" if self.symmetric else "asym")
         if self.scale_dtype != "f16":
             parts.append(f"s{self.scale_dtype}")
+        if self.activations == "int8":
+            parts.append("a8")
         return "-".join(parts)
 
     def __str__(self) -> str:
@@ -269,6 +292,8 @@ def _parse_short(text: str) -> dict[str, Any]:
             key, value = "group_size", None if part == "pc" else int(part[1:])
         elif part in ("sym", "asym"):
             key, value = "symmetric", part == "sym"
+        elif part == "a8":
+            key, value = "activations", "int8"
         elif part.startswith("s") and len(part) > 1:
             key, value = "scale_dtype", part[1:]
             if value not in SCALE_DTYPES:

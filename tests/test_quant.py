@@ -498,3 +498,67 @@ def test_empty_report_says_why() -> None:
     assert "a.weight, b.weight" in str(excluded)
     with pytest.raises(QuantError, match="not a saved quantization report"):
         QuantReport.from_dict({"rows": [{"name": "x"}]})
+
+
+# -- int8 activations (W4A8): the `-a8` suffix ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "short"),
+    [
+        ("int4-g32-a8", "int4-g32-a8"),
+        ("int4-a8-g32", "int4-g32-a8"),  # any order; printed in the canonical one
+        ("uint3-g64-sf32-a8", "uint3-g64-sf32-a8"),
+        ("int2-pc-asym-a8", "int2-pc-asym-a8"),
+        ("uint1-A8", "uint1-g128-a8"),
+    ],
+)
+def test_int8_activations_short_string(text: str, short: str) -> None:
+    cfg = parse_quant(text)
+    assert cfg is not None and cfg.activations == "int8"
+    assert str(cfg) == short and parse_quant(short) == cfg
+    # Everything else is what the string without -a8 says.
+    plain = parse_quant(short.replace("-a8", ""))
+    assert plain is not None and plain.activations == "float"
+    assert cfg == QuantConfig(
+        plain.weight,
+        group_size=plain.group_size,
+        symmetric=plain.symmetric,
+        scale_dtype=plain.scale_dtype,
+        activations="int8",
+    )
+
+
+def test_float_activations_are_the_default_and_unprinted() -> None:
+    cfg = QuantConfig("int4")
+    assert cfg.activations == "float" and "a8" not in str(cfg)
+    assert QuantConfig("int4", activations="float") == cfg
+    assert QuantConfig("int4", activations="int8") != cfg
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"weight": "f4e2m1", "activations": "int8"}, "need integer weight codes"),
+        ({"weight": "f8e4m3fn", "activations": "int8"}, "f8e4m3fn weights take float"),
+        ({"weight": "int4", "activations": "int4"}, r"'int4' is not one of 'float'"),
+        ({"weight": "int4", "activations": "a8"}, r"'int8': suffix -a8"),
+    ],
+)
+def test_int8_activations_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(QuantError, match=rf"QuantConfig\.activations: .*{match}"):
+        QuantConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("f4e2m1-g32-a8", "int8 activations need integer weight codes"),
+        ("int4-a8-a8", "repeats"),
+        ("int4-a4", "unknown part 'a4'"),
+    ],
+)
+def test_int8_activations_bad_strings(text: str, match: str) -> None:
+    with pytest.raises(QuantError, match=match) as err:
+        parse_quant(text)
+    assert f"quant={text!r}" in str(err.value)

@@ -1,0 +1,204 @@
+"""Which GEMM kernel a quantized linear layer gets: LUT, dequant or dense.
+
+The rule (`choose_kernel(weight, m, target)`), from the measurements in
+../shared/notes/lut_gemm.md sections 0, 6 and 7. m is the number of
+activation rows that share one pass over the weights (tokens in the call;
+None when it is dynamic, i.e. decode-shaped):
+
+| target               | weight                      | m            | kernel    |
+| -------------------- | --------------------------- | ------------ | --------- |
+| "cuda"               | any quantized type          | any          | "dequant" |
+| "cpu", "reference"   | int/uint of <= 3 bits       | <= 8 or None | "lut"     |
+| "cpu", "reference"   | int/uint of <= 3 bits       | > 8          | "dequant" |
+| "cpu", "reference"   | int/uint of 4..8 bits       | any          | "dequant" |
+| "cpu", "reference"   | float types (f4e2m1, ...)   | any          | "dequant" |
+
+Why: on CUDA, tensor cores want dequantized fp16 tiles (LOP3 decoding,
+BitBLAS/Ladder). On CPU the T-MAC-style LUT kernel wins for B <= 3 bits
+and whenever the kernel is compute bound (few rows: decode); at 4 bits
+llama.cpp's repacked dequant kernels already reach the DRAM wall on x86
+(notes section 6: 203-210 us vs 246 us for LUT int4, 2 threads), and with
+many rows (prefill) the dequant GEMM amortizes the widening over m rows.
+Float weight types have no integer bit planes, so they cannot use LUT.
+"dense" (keep dequantize + matmul) is never chosen by the rule; it is for
+overrides (debugging, accuracy-critical layers).
+
+PROVISIONAL: the thresholds (3 bits, m <= 8) come from one 2-core Zen 5
+VM and published T-MAC figures; the CPU backend issue measures lpcc's own
+kernels and will revise this table.
+
+Overrides: `pattern=kind` entries, fnmatch patterns over the weight's
+`lp.name` (its state_dict key), first match wins, e.g.
+`layers.0.*=dense,*.mlp.*=lut` (`parse_overrides`); the Python API passes
+a dict {pattern: kind} through `normalize_overrides`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+
+from lpcc.errors import LpccError
+from lpcc.ir.dtypes import DType, IntType
+
+__all__ = [
+    "KINDS",
+    "LUT_MAX_BITS",
+    "LUT_MAX_M",
+    "TARGETS",
+    "KernelChoiceError",
+    "check_target",
+    "choose_kernel",
+    "find_override",
+    "format_overrides",
+    "lut_unsupported_reason",
+    "match_override",
+    "normalize_overrides",
+    "parse_overrides",
+]
+
+KINDS = ("lut", "dequant", "dense")
+TARGETS = ("cpu", "reference", "cuda")
+LUT_MAX_BITS = 3  # int/uint weights of at most this many bits go to LUT ...
+LUT_MAX_M = 8  # ... when at most this many activation rows share the weights
+LUT_WEIGHT_BITS = 8  # the LUT ops take int/uint codes of 1..8 bits
+
+Overrides = list[tuple[str, str]]
+
+
+class KernelChoiceError(LpccError, ValueError):
+    """A bad target, kernel kind or override for the kernel choice."""
+
+
+def check_target(target: str, where: str) -> None:
+    if target not in TARGETS:
+        raise KernelChoiceError(
+            f"{where}: unknown target {target!r}; choose one of "
+            f"{', '.join(repr(t) for t in TARGETS)}"
+        )
+
+
+def lut_unsupported_reason(weight: DType) -> str | None:
+    """Why `weight` cannot use the LUT kernel, or None when it can."""
+    if not isinstance(weight, IntType):
+        return (
+            f"{weight} is not an integer type: the LUT kernel splits integer "
+            "codes into bit planes (int/uint of 1..8 bits); use 'dequant'"
+        )
+    if weight.bits > LUT_WEIGHT_BITS:
+        return (
+            f"{weight} has {weight.bits} bits; the LUT kernel takes int/uint "
+            f"codes of 1..{LUT_WEIGHT_BITS} bits; use 'dequant'"
+        )
+    return None
+
+
+def choose_kernel(weight: DType, m: int | None, target: str) -> str:
+    """The kernel ("lut" or "dequant") the rule picks (module docstring)."""
+    check_target(target, "choose_kernel")
+    if m is not None and m < 0:
+        raise KernelChoiceError(f"choose_kernel: m must be >= 0 or None, got {m}")
+    if target == "cuda":
+        return "dequant"
+    if (
+        isinstance(weight, IntType)
+        and weight.bits <= LUT_MAX_BITS
+        and (m is None or m <= LUT_MAX_M)
+    ):
+        return "lut"
+    return "dequant"
+
+
+# -- overrides ----------------------------------------------------------------------
+
+_OPTION = "option override"
+_GRAMMAR = (
+    "write comma-separated pattern=kind entries, e.g. "
+    "'layers.0.*=dense,*.mlp.*=lut' (kinds: " + ", ".join(KINDS) + ")"
+)
+
+
+def _entry(pattern: object, kind: object, where: str) -> tuple[str, str]:
+    if not isinstance(pattern, str) or not isinstance(kind, str):
+        raise KernelChoiceError(
+            f"{where}: expected str pattern and kind, got {pattern!r}={kind!r}; "
+            f"{_GRAMMAR}"
+        )
+    pattern, kind = pattern.strip(), kind.strip()
+    if not pattern:
+        raise KernelChoiceError(f"{where}: an entry has an empty pattern; {_GRAMMAR}")
+    if any(c in pattern for c in ",="):
+        raise KernelChoiceError(
+            f"{where}: pattern {pattern!r} holds ',' or '=', which separate "
+            f"entries; {_GRAMMAR}"
+        )
+    if kind not in KINDS:
+        raise KernelChoiceError(
+            f"{where}: unknown kernel kind {kind!r} for pattern {pattern!r}; "
+            f"choose one of {', '.join(KINDS)}"
+        )
+    return pattern, kind
+
+
+def parse_overrides(text: str) -> Overrides:
+    """'pat=kind,pat=kind' -> [(pat, kind), ...] in order (first match wins)."""
+    where = f"pass select-kernels, {_OPTION}"
+    if not isinstance(text, str):
+        raise KernelChoiceError(f"{where}: expected a string, got {text!r}")
+    out: Overrides = []
+    if not text.strip():
+        return out
+    for raw in text.split(","):
+        entry = raw.strip()
+        pattern, sep, kind = entry.rpartition("=")
+        if not sep:
+            raise KernelChoiceError(f"{where}: entry {entry!r} has no '='; {_GRAMMAR}")
+        out.append(_entry(pattern, kind, where))
+    return out
+
+
+def normalize_overrides(
+    value: str | Mapping[str, str] | Iterable[tuple[str, str]] | None,
+) -> Overrides:
+    """Overrides as the APIs take them: None, the option string, a dict
+    {pattern: kind} (insertion order is match order) or (pattern, kind) pairs."""
+    where = f"kernel choice {_OPTION}"
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return parse_overrides(value)
+    items = value.items() if isinstance(value, Mapping) else value
+    out: Overrides = []
+    try:
+        for item in items:
+            pattern, kind = item
+            out.append(_entry(pattern, kind, where))
+    except (TypeError, ValueError) as err:
+        if isinstance(err, KernelChoiceError):
+            raise
+        raise KernelChoiceError(
+            f"{where}: expected a dict {{pattern: kind}} or (pattern, kind) pairs, "
+            f"got {value!r}"
+        ) from None
+    return out
+
+
+def format_overrides(overrides: Iterable[tuple[str, str]]) -> str:
+    """The option string of `select-kernels` for these overrides."""
+    return ",".join(f"{p}={k}" for p, k in normalize_overrides(list(overrides)))
+
+
+def find_override(
+    name: str, overrides: Iterable[tuple[str, str]]
+) -> tuple[str, str] | None:
+    """The first (pattern, kind) whose pattern matches `name`, or None."""
+    for pattern, kind in overrides:
+        if fnmatch.fnmatchcase(name, pattern):
+            return pattern, kind
+    return None
+
+
+def match_override(name: str, overrides: Iterable[tuple[str, str]]) -> str | None:
+    """The kind of the first pattern matching `name`, or None."""
+    found = find_override(name, overrides)
+    return None if found is None else found[1]

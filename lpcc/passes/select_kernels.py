@@ -1,0 +1,119 @@
+"""The `select-kernels` pass: tag each quantized matmul with the kernel to use.
+
+For every `lp.matmul` whose rhs is an `lp.dequantize` (a quantized linear
+layer, as the quantize pass leaves it) it sets the string attribute
+
+    lp.kernel = "lut" | "dequant" | "dense"
+
+from the rule of `lpcc.passes.kernel_choice` (target, weight type, m), or
+from the first `override` pattern that matches the weight's `lp.name`.
+Later passes read it: `dequant-after-group-gemm` leaves "dense" matmuls
+alone and copies the tag onto the `lp.group_matmul` it emits; `lut-gemm`
+lowers the "lut" ones. m is the number of activation rows sharing one pass
+over the weights: the product of the lhs's dimensions before K (the rows M
+times any batch dimensions), None when one of them is dynamic.
+
+Options: `target` ("cpu", "reference" or "cuda") and `override`
+("pattern=kind,..."; fnmatch over `lp.name`, first match wins). An unknown
+kind or a malformed entry fails when the pipeline is built; an override of
+"lut" on a weight the LUT kernel cannot take (a float type) fails when the
+pass runs, naming the weight.
+
+Command line: `lpcc opt -p 'select-kernels{target="cpu" override="lm_head*=dense"}'`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
+from xdsl.passes import ModulePass
+
+from lpcc.ir.dialect import ops as lp
+from lpcc.ir.dialect import to_dtype
+from lpcc.ir.dialect.types import DYNAMIC
+from lpcc.passes.kernel_choice import (
+    KernelChoiceError,
+    Overrides,
+    check_target,
+    choose_kernel,
+    find_override,
+    lut_unsupported_reason,
+    parse_overrides,
+)
+
+__all__ = ["KERNEL_ATTR", "SelectKernels", "kernel_for", "rows_of", "weight_name"]
+
+KERNEL_ATTR = "lp.kernel"
+NAME_ATTR = "lp.name"
+_WHERE = "pass select-kernels"
+
+
+def weight_name(op: lp.MatmulOp) -> str:
+    """The weight's `lp.name` (its constant's, else the matmul's), or ""."""
+    assert isinstance(op.rhs.owner, lp.DequantizeOp)
+    for holder in (op.rhs.owner.input.owner, op):
+        attr = getattr(holder, "attributes", {}).get(NAME_ATTR)
+        if isinstance(attr, StringAttr):
+            return attr.data
+    return ""
+
+
+def rows_of(op: lp.MatmulOp) -> int | None:
+    """Activation rows per pass over the weights: prod(lhs.shape[:-1])."""
+    t = op.lhs.type
+    assert isinstance(t, TensorType)
+    lead = tuple(t.get_shape())[:-1]
+    return None if DYNAMIC in lead else math.prod(lead)
+
+
+def kernel_for(op: lp.MatmulOp, target: str, overrides: Overrides) -> str:
+    """The kernel of one quantized matmul: an override, else the rule."""
+    dq = op.rhs.owner
+    assert isinstance(dq, lp.DequantizeOp)
+    t = dq.input.type
+    assert isinstance(t, TensorType)
+    weight = to_dtype(t.element_type)
+    name = weight_name(op)
+    found = find_override(name, overrides)
+    if found is None:
+        return choose_kernel(weight, rows_of(op), target)
+    pattern, kind = found
+    if kind == "lut":
+        why = lut_unsupported_reason(weight)
+        if why is not None:
+            raise KernelChoiceError(
+                f"{_WHERE}, option override: {pattern!r}=lut matches weight "
+                f"{name or '(unnamed)'}, which cannot use the LUT kernel: {why}"
+            )
+    return kind
+
+
+@dataclass(frozen=True)
+class SelectKernels(ModulePass):
+    """Set `lp.kernel` on every matmul that reads an `lp.dequantize`."""
+
+    name = "select-kernels"
+
+    target: str = "cpu"
+    override: str = ""
+
+    def __post_init__(self) -> None:
+        # Bad options fail when the pipeline is built, not halfway through it.
+        check_target(self.target, f"{_WHERE}, option target")
+        self.overrides()
+
+    def overrides(self) -> Overrides:
+        """The parsed `override` option."""
+        return parse_overrides(self.override)
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        overrides = self.overrides()
+        for matmul in op.walk():
+            if isinstance(matmul, lp.MatmulOp) and isinstance(
+                matmul.rhs.owner, lp.DequantizeOp
+            ):
+                kind = kernel_for(matmul, self.target, overrides)
+                matmul.attributes[KERNEL_ATTR] = StringAttr(kind)
