@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 TARGETS = ("reference", "cpu", "cuda")
 _BUILT_TARGETS = ("reference",)
-PASSES = ("cse", "dce")
 
 
 class CompileError(LpccError):
@@ -61,17 +60,30 @@ def compile(
     quant: str | QuantConfig | None = None,
     target: str = "reference",
     dynamic_shapes: Any = None,
+    opt_level: int = 2,
+    kernels: dict[str, str] | None = None,
 ) -> CompiledModel:
     """Compile a torch module for `target`; call the result like the module.
 
     `quant` quantizes the weights of linear layers ("int4", "int4-g128",
     "uint3-g64-asym", "f4e2m1-g32", or a `QuantConfig`); `dynamic_shapes`
     is torch.export's (e.g. `{"ids": {1: Dim("seq", max=512)}}`).
+    `opt_level` picks the pass pipeline (`lpcc.passes.pipeline`: 0 none, 1
+    fusion, 2 also the low-precision rewrites); `kernels` overrides the
+    kernel of quantized layers by weight-name pattern, e.g.
+    `{"layers.0.*": "dense", "*.mlp.*": "lut"}`.
     """
+    from lpcc.passes.pipeline import default_pipeline
     from lpcc.quant import parse_quant
 
     _check_target(target)
     cfg = parse_quant(quant)
+    spec = default_pipeline(
+        opt_level,
+        target=target,
+        activations=getattr(cfg, "activations", "float") if cfg else "float",
+        kernels=kernels,
+    )
     start = time.perf_counter()
     from lpcc.frontends.torch_export import import_module
 
@@ -84,7 +96,7 @@ def compile(
 
         report = quantize_module(work, cfg)
         stages["quantize"] = work.clone()
-    _run_passes(work, stages)
+    _run_passes(work, spec, stages)
     from lpcc.codegen.program import build_program
 
     program = build_program(
@@ -94,6 +106,7 @@ def compile(
         output_names=imported.output_names,
         dim_ranges=imported.dim_ranges,
     )
+    program.meta["pipeline"] = spec
     if report is not None:
         program.meta["quant_report"] = report.to_dict()
     program.meta["compile_seconds"] = time.perf_counter() - start
@@ -102,16 +115,16 @@ def compile(
     return compiled
 
 
-def _run_passes(module: ModuleOp, stages: dict[str, ModuleOp]) -> None:
-    from lpcc.ir.dialect import context, verify_module
-    from lpcc.passes import get_all_passes
+def _run_passes(module: ModuleOp, spec: str, stages: dict[str, ModuleOp]) -> None:
+    from lpcc.passes.pipeline import run_pipeline
 
-    available = get_all_passes()
-    ctx = context()
-    for name in PASSES:
-        available[name]()().apply(ctx, module)
-        verify_module(module, f"the module after pass {name!r}")
-        stages[name] = module.clone()
+    def keep(name: str, mod: ModuleOp) -> None:
+        key, n = name, 2
+        while key in stages:  # a pass that runs twice: "cse", "cse#2"
+            key, n = f"{name}#{n}", n + 1
+        stages[key] = mod.clone()
+
+    run_pipeline(module, spec, keep)
 
 
 def _dump(compiled: CompiledModel) -> None:

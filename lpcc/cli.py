@@ -103,6 +103,11 @@ def cmd_opt(args: argparse.Namespace) -> int:
             chunks.append(f"// -----// IR after {after.name} //----- //\n")
             chunks.append(print_module(mod))
 
+    if args.opt_level is not None:
+        from lpcc.passes.pipeline import default_pipeline
+
+        level = default_pipeline(args.opt_level, target=args.target)
+        args.passes = ",".join(p for p in (level, args.passes) if p)
     pipeline = None
     if args.passes:
         callback = dump if args.print_between_passes else None
@@ -149,6 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("opt", help="parse lp IR, run passes, print it")
     p.add_argument("file", nargs="?", help="IR file, or - for standard input")
     p.add_argument("-p", "--passes", default="", help="pipeline, e.g. cse,dce")
+    p.add_argument(
+        "-O",
+        dest="opt_level",
+        type=int,
+        choices=(0, 1, 2),
+        help="run the default pipeline of this level first (see lpcc.passes.pipeline)",
+    )
+    p.add_argument(
+        "--target",
+        default="reference",
+        choices=("reference", "cpu", "cuda"),
+        help="target whose kernel-choice rule -O2 follows (default: reference)",
+    )
     p.add_argument("-o", "--output", help="write here instead of standard output")
     p.add_argument(
         "--print-between-passes",
