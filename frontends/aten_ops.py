@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch.fx import Node
-from xdsl.dialects.builtin import StringAttr, TensorType
+from xdsl.dialects.builtin import StringAttr
 from xdsl.ir import Block, Operation, SSAValue
 
 from lpcc.errors import IRError, LpccError
 from lpcc.ir import dtypes
 from lpcc.ir.dialect import ops as lp
-from lpcc.ir.dialect.types import DYNAMIC, to_dtype
+from lpcc.ir.dialect.types import DYNAMIC
 from lpcc.ir.dtypes import DType, FloatType, IntType
 from lpcc.ir.symbolic import DIMS_ATTR, Dim, ShapeError, format_dims, parse_dims
 
@@ -203,16 +203,10 @@ def _is_float(dt: DType) -> bool:
     return isinstance(dt, FloatType)
 
 
-def _elem(v: SSAValue) -> DType:
-    t = v.type
-    assert isinstance(t, TensorType)
-    return to_dtype(t.element_type)
-
-
-def _shape(v: SSAValue) -> tuple[int, ...]:
-    t = v.type
-    assert isinstance(t, TensorType)
-    return tuple(t.get_shape())
+# A value's element type and static shape, as the dialect defines them
+# (`_shape` is also imported by torch_export).
+_elem = lp.value_elem
+_shape = lp.value_shape
 
 
 def sym_dim(s: Any) -> Dim:

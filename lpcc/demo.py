@@ -21,7 +21,10 @@ def dequantized_copy(model: Any, cfg: Any) -> Any:
     """The model with every quantized weight replaced by its dequantized value.
 
     Uses `lpcc.quant.quantize_weight`, the function the quantize pass calls,
-    so torch eager on this copy is the reference the program must match.
+    so torch eager on this copy is the reference the program must match. As
+    the pass does, it quantizes Linear weights (and Conv2d weights, as
+    [O, C*kh*kw] rows, when `cfg.conv`), and a weight tied to an embedding
+    is quantized for the Linear only: the module gets its own parameter.
     """
     import copy
 
@@ -32,9 +35,12 @@ def dequantized_copy(model: Any, cfg: Any) -> Any:
     ref = copy.deepcopy(model)
     with torch.no_grad():
         for name, mod in ref.named_modules():
-            if isinstance(mod, torch.nn.Linear) and cfg.selects(f"{name}.weight"):
+            kinds = (torch.nn.Linear, torch.nn.Conv2d) if cfg.conv else torch.nn.Linear
+            if isinstance(mod, kinds) and cfg.selects(f"{name}.weight"):
                 w = mod.weight.detach().numpy()
-                mod.weight.copy_(torch.from_numpy(quantize_weight(w, cfg).dequantize()))
+                dq = quantize_weight(w.reshape(w.shape[0], -1), cfg).dequantize()
+                new = torch.from_numpy(dq.reshape(w.shape))
+                mod.weight = torch.nn.Parameter(new, requires_grad=False)
     return ref
 
 
@@ -97,7 +103,14 @@ def run(args: argparse.Namespace) -> int:
     )
     compile_s = time.perf_counter() - start
     report = program.quant_report()
-    print(f"compile (export, import, quantize, lower): {compile_s:.2f} s")
+    print(f"compile (export, import, quantize, passes, lower): {compile_s:.2f} s")
+    chosen = program.ir("select-kernels")
+    kinds = {k: chosen.count(f'lp.kernel = "{k}"') for k in ("lut", "dequant", "dense")}
+    print(
+        f"-O2: quantized matmuls as {kinds['dequant']} dequant-after-group-GEMM, "
+        f"{kinds['lut']} LUT GEMM, {kinds['dense']} dense; "
+        f"{program.program.stats()['calls']} kernel calls per forward"
+    )
     ratio = report.fp32_bytes / report.packed_bytes
     print(
         f"linear weights: fp32 {report.fp32_bytes / 2**20:.2f} MiB -> packed "

@@ -48,6 +48,7 @@ from lpcc.errors import IRError
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect import print_module, to_dtype
 from lpcc.ir.dialect.fused import FusedOp
+from lpcc.ir.dialect.ops import NAME_ATTR
 from lpcc.ir.symbolic import (
     DIMS_ATTR,
     Dim,
@@ -73,7 +74,6 @@ from lpcc.runtime.program import (
 )
 
 TARGETS = ("reference",)
-NAME_ATTR = "lp.name"
 _HINT = 64
 
 

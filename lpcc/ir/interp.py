@@ -26,14 +26,13 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, TensorType
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 
 from lpcc.errors import IRError
 from lpcc.ir.dialect import lowp
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
-from lpcc.ir.dialect.types import to_dtype
 from lpcc.ir.dtypes import DType
 from lpcc.ir.symbolic import ShapeError, bind, evaluate_shape
 
@@ -67,9 +66,8 @@ def impl(*classes: type[Operation]) -> Callable[[_F], _F]:
 
 
 def elem(value: SSAValue) -> DType:
-    t = value.type
-    assert isinstance(t, TensorType)
-    return to_dtype(t.element_type)
+    """The lp element type of `value` (`ops.value_elem`, under the name impls use)."""
+    return lp.value_elem(value)
 
 
 def run_op_results(
@@ -522,7 +520,10 @@ def _avg_pool(op: lp.AvgPool2dOp, args: list[np.ndarray], f: Frame) -> np.ndarra
 
 
 def _by_group(x: np.ndarray, group: int) -> np.ndarray:
-    """[..., K] -> [..., K / group, group]."""
+    """[..., K] -> [..., ceil(K / group), group], a short last group 0-padded."""
+    pad = -x.shape[-1] % group
+    if pad:
+        x = np.concatenate([x, np.zeros((*x.shape[:-1], pad), x.dtype)], axis=-1)
     return x.reshape(*x.shape[:-1], x.shape[-1] // group, group)
 
 
@@ -536,11 +537,10 @@ def _optional(op: Operation, names: Sequence[str], args: list[np.ndarray]):
 def _group_matmul(op: lowp.GroupMatmulOp, args: list[np.ndarray], f: Frame):
     x, w = args
     g = op.group.data
-    gn = x.shape[-1] // g
     exact = x.dtype.kind in "iub"
     ct = np.float64 if exact else np.float32  # int products sum exactly in f64
     xg = np.moveaxis(_by_group(x.astype(ct), g), -2, -3)  # [..., Gn, M, G]
-    wg = w.astype(ct).reshape(w.shape[0], gn, g).transpose(1, 2, 0)  # [Gn, G, N]
+    wg = _by_group(w.astype(ct), g).transpose(1, 2, 0)  # [Gn, G, N]
     p = np.moveaxis(np.matmul(xg, wg), -3, -1)  # [..., M, N, Gn]
     return np.rint(p).astype(np.int64) if exact else p
 

@@ -9,6 +9,7 @@ xDSL passes below already work on lp IR because every lp op is `Pure`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 
 from xdsl.passes import ModulePass
 
@@ -22,58 +23,14 @@ def _xdsl(name: str) -> Callable[[], type[ModulePass]]:
     return load
 
 
-def _quantize() -> type[ModulePass]:
-    from lpcc.passes.quantize import QuantizeWeights
+def _lpcc(module: str, cls: str) -> Callable[[], type[ModulePass]]:
+    """A loader of class `cls` of `lpcc.passes.<module>`, imported when asked."""
 
-    return QuantizeWeights
+    def load() -> type[ModulePass]:
+        found: type[ModulePass] = getattr(import_module(f"lpcc.passes.{module}"), cls)
+        return found
 
-
-def _dequant_after_group_gemm() -> type[ModulePass]:
-    from lpcc.passes.dequant_after_group_gemm import DequantAfterGroupGemm
-
-    return DequantAfterGroupGemm
-
-
-def _select_kernels() -> type[ModulePass]:
-    from lpcc.passes.select_kernels import SelectKernels
-
-    return SelectKernels
-
-
-def _lut_gemm() -> type[ModulePass]:
-    from lpcc.passes.lut_gemm import LutGemm
-
-    return LutGemm
-
-
-def _symmetrize_tables() -> type[ModulePass]:
-    from lpcc.passes.symmetrize_tables import SymmetrizeTables
-
-    return SymmetrizeTables
-
-
-def _fold_constants() -> type[ModulePass]:
-    from lpcc.passes.fold_constants import FoldConstants
-
-    return FoldConstants
-
-
-def _fuse_table_precompute() -> type[ModulePass]:
-    from lpcc.passes.fuse_table_precompute import FuseTablePrecompute
-
-    return FuseTablePrecompute
-
-
-def _fuse_elementwise() -> type[ModulePass]:
-    from lpcc.passes.fuse_elementwise import FuseElementwise
-
-    return FuseElementwise
-
-
-def _fuse_epilogue() -> type[ModulePass]:
-    from lpcc.passes.fuse_epilogue import FuseEpilogue
-
-    return FuseEpilogue
+    return load
 
 
 def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
@@ -84,13 +41,15 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "cse": _xdsl("cse"),
         "dce": _xdsl("dce"),
         # lpcc's own passes.
-        "quantize": _quantize,
-        "dequant-after-group-gemm": _dequant_after_group_gemm,
-        "select-kernels": _select_kernels,
-        "fuse-elementwise": _fuse_elementwise,
-        "fuse-epilogue": _fuse_epilogue,
-        "fold-constants": _fold_constants,
-        "fuse-table-precompute": _fuse_table_precompute,
-        "lut-gemm": _lut_gemm,
-        "symmetrize-tables": _symmetrize_tables,
+        "quantize": _lpcc("quantize", "QuantizeWeights"),
+        "dequant-after-group-gemm": _lpcc(
+            "dequant_after_group_gemm", "DequantAfterGroupGemm"
+        ),
+        "select-kernels": _lpcc("select_kernels", "SelectKernels"),
+        "fuse-elementwise": _lpcc("fuse_elementwise", "FuseElementwise"),
+        "fuse-epilogue": _lpcc("fuse_epilogue", "FuseEpilogue"),
+        "fold-constants": _lpcc("fold_constants", "FoldConstants"),
+        "fuse-table-precompute": _lpcc("fuse_table_precompute", "FuseTablePrecompute"),
+        "lut-gemm": _lpcc("lut_gemm", "LutGemm"),
+        "symmetrize-tables": _lpcc("symmetrize_tables", "SymmetrizeTables"),
     }

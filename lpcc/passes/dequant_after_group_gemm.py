@@ -40,8 +40,10 @@ stay on float activations, and so do matmuls tagged `lp.kernel = "lut"`
 (lut-gemm then replaces their group_matmul; it builds its own, possibly
 int8, tables from float x).
 
-Conditions (anything else is left unchanged): block [1, G] with K static and
-K % G == 0; the dequantize's result is the matmul's rhs with transpose_b;
+Conditions (anything else is left unchanged): block [1, G] with K static
+(when G does not divide K the last group is shorter, as the scales are;
+int8 activations then fall back to float, since their per-group absmax
+needs whole groups); the dequantize's result is the matmul's rhs with transpose_b;
 x and the matmul's result are float tensors; the matmul does not carry
 `lp.kernel = "dense"` (see `select-kernels`). The new group_matmul takes the
 matmul's (else the weight constant's) `lp.name` and the matmul's
@@ -70,11 +72,13 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from lpcc.errors import LpccError
-from lpcc.ir.dialect import lowp, to_dtype, verify_module
+from lpcc.ir.dialect import lowp, verify_module
 from lpcc.ir.dialect import ops as lp
+from lpcc.ir.dialect.ops import KERNEL_ATTR, NAME_ATTR
 from lpcc.ir.dialect.types import DYNAMIC
-from lpcc.ir.dtypes import DType, FloatType, IntType, dtype
+from lpcc.ir.dtypes import FloatType, IntType, dtype
 from lpcc.ir.symbolic import Dim
+from lpcc.passes.rewrite import erase_if_unused, replace_op
 
 __all__ = [
     "ACTS",
@@ -86,8 +90,6 @@ __all__ = [
     "rewrite_matmul",
 ]
 
-NAME_ATTR = "lp.name"
-KERNEL_ATTR = "lp.kernel"
 ACTS = ("float", "int8")
 # Lower bound of a group's absmax before dividing by 127: an all-zero group
 # gets a = 2**-100 / 127 (a normal f32, so no backend flushes it to zero and
@@ -113,22 +115,6 @@ def _check_act(act: str) -> None:
 
 
 # -- small IR helpers ---------------------------------------------------------------
-
-
-def _tensor(v: SSAValue) -> TensorType | None:
-    return v.type if isinstance(v.type, TensorType) else None
-
-
-def _elem(v: SSAValue) -> DType:
-    t = v.type
-    assert isinstance(t, TensorType)
-    return to_dtype(t.element_type)
-
-
-def _shape(v: SSAValue) -> tuple[int, ...]:
-    t = v.type
-    assert isinstance(t, TensorType)
-    return tuple(t.get_shape())
 
 
 def _hint(v: SSAValue, default: str) -> str:
@@ -174,10 +160,6 @@ def _insert(ops: Sequence[Operation], before: Operation) -> None:
     block.insert_ops_before(list(ops), before)
 
 
-def _dims(v: SSAValue) -> tuple[Dim, ...]:
-    return lp.value_dims(v)
-
-
 def _static(dims: Sequence[Dim]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else DYNAMIC for d in dims)
 
@@ -211,14 +193,14 @@ def group_sum_for(x: SSAValue, group: int, before: Operation) -> SSAValue:
 
 def _f32_of(x: SSAValue, before: Operation) -> SSAValue:
     """x as f32 (an existing lp.cast to f32 is reused)."""
-    if _elem(x) == F32:
+    if lp.value_elem(x) == F32:
         return x
     for op in _users(x, before):
-        if isinstance(op, lp.CastOp) and _elem(op.result) == F32:
+        if isinstance(op, lp.CastOp) and lp.value_elem(op.result) == F32:
             _hoist(op, before)
             return op.result
     cast = lp.CastOp(x, F32)
-    lp.set_dims(cast, _dims(x))
+    lp.set_dims(cast, lp.value_dims(x))
     cast.result.name_hint = f"{_hint(x, 'x')}_f32"
     _insert([cast], before)
     return cast.result
@@ -238,7 +220,7 @@ def quantize_activations(
     per-group int8 `lp.quantize` of x is reused.
     """
     xf = _f32_of(x, before)
-    rank = len(_shape(xf))
+    rank = len(lp.value_shape(xf))
     block = _act_block(rank, group)
     for op in _users(xf, before):
         if (
@@ -246,13 +228,13 @@ def quantize_activations(
             and op.input is xf
             and op.zero is None
             and tuple(lp._array(op.block)) == block
-            and _elem(op.result) == INT8
-            and _elem(op.scale) == F32
+            and lp.value_elem(op.result) == INT8
+            and lp.value_elem(op.scale) == F32
         ):
             _hoist(op, before)
             return op.result, op.scale
     name = _hint(x, "x")
-    dims = _dims(xf)
+    dims = lp.value_dims(xf)
     lead, k = dims[:-1], dims[-1]
     assert isinstance(k, int)
     gdims = (*lead, k // group)
@@ -302,24 +284,24 @@ def _match(op: lp.MatmulOp) -> _Match | None:
         return None
     dq = op.rhs.owner
     q = dq.input
-    if _tensor(q) is None or _tensor(op.lhs) is None:
+    if not isinstance(q.type, TensorType) or not isinstance(op.lhs.type, TensorType):
         return None
-    qshape = _shape(q)
+    qshape = lp.value_shape(q)
     block = tuple(lp._array(dq.block))
     if len(qshape) != 2 or len(block) != 2 or block[0] != 1:
         return None
     n, k = qshape
     g = block[1]
-    if DYNAMIC in (n, k) or g < 1 or k % g:
+    if DYNAMIC in (n, k) or g < 1:
         return None
-    xshape = _shape(op.lhs)
+    xshape = lp.value_shape(op.lhs)
     if len(xshape) < 2 or xshape[-1] != k:
         return None
-    if not isinstance(_elem(op.lhs), FloatType):
+    if not isinstance(lp.value_elem(op.lhs), FloatType):
         return None
-    if not isinstance(_elem(op.result), FloatType):
+    if not isinstance(lp.value_elem(op.result), FloatType):
         return None
-    if not isinstance(_elem(q), IntType | FloatType):
+    if not isinstance(lp.value_elem(q), IntType | FloatType):
         return None
     return _Match(op, dq, op.lhs, g)
 
@@ -353,7 +335,9 @@ def rewrite_matmul(op: lp.MatmulOp, act: str = "float") -> lowp.GroupMatmulOp | 
     q = dq.input
     kernel = op.attributes.get(KERNEL_ATTR)
     lut = isinstance(kernel, StringAttr) and kernel.data == "lut"
-    int8 = act == "int8" and isinstance(_elem(q), IntType) and not lut
+    # int8 activations need whole groups to take their absmax (reshape).
+    whole = lp.value_shape(q)[1] % g == 0
+    int8 = act == "int8" and isinstance(lp.value_elem(q), IntType) and not lut and whole
     a: SSAValue | None = None
     if int8:
         xin, a = quantize_activations(m.x, g, op)
@@ -366,16 +350,10 @@ def rewrite_matmul(op: lp.MatmulOp, act: str = "float") -> lowp.GroupMatmulOp | 
     _insert([gm], op)
     sums = group_sum_for(xin, g, op) if dq.zero is not None else None
     red = lowp.GroupDequantReduceOp(
-        gm.result, dq.scale, dq.zero, sums, a, _elem(op.result)
+        gm.result, dq.scale, dq.zero, sums, a, lp.value_elem(op.result)
     )
-    red.result.name_hint = op.result.name_hint
-    _insert([red], op)
-    op.result.replace_all_uses_with(red.result)
-    op.detach()
-    op.erase()
-    if not dq.result.uses:
-        dq.detach()
-        dq.erase()
+    replace_op(op, red, keep=())  # the tags went to gm (_copy_tags)
+    erase_if_unused(dq)
     return gm
 
 

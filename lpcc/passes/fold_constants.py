@@ -53,22 +53,17 @@ from xdsl.passes import ModulePass
 from lpcc.errors import IRError, LpccError
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect import to_dtype, verify_module
+from lpcc.ir.dialect.ops import NAME_ATTR
 from lpcc.ir.dialect.types import DYNAMIC
 from lpcc.ir.dtypes import DType
 from lpcc.ir.interp import run_op
-
-NAME_ATTR = "lp.name"
+from lpcc.passes.fuse_elementwise import ELEMENTWISE_MATH
+from lpcc.passes.rewrite import erase_if_unused, replace_op
 
 __all__ = ["FoldConstants", "fold_constants"]
 
 # Ops whose result is a splat whenever every operand is one: they can be
-# evaluated on one element of each operand.
-_ELEMENTWISE = (
-    lp.ElementwiseBinaryOp,
-    lp.ElementwiseUnaryOp,
-    lp.SelectOp,
-    lp.CastOp,
-)
+# evaluated on one element of each operand (the elementwise math, and these).
 _MOVES_DATA = (lp.BroadcastOp, lp.ReshapeOp, lp.PermuteOp, lp.SliceOp)
 # Other ops on splats (a reduction, a matmul) are evaluated, to see whether
 # the result is a splat, only up to this many elements.
@@ -95,9 +90,7 @@ def _foldable(op: Operation) -> list[lp.ConstantOp] | None:
 
 
 def _shape(op: Operation) -> tuple[int, ...]:
-    t = op.results[0].type
-    assert isinstance(t, TensorType)
-    return tuple(t.get_shape())
+    return lp.value_shape(op.results[0])
 
 
 def _first(c: lp.ConstantOp) -> np.ndarray:
@@ -123,7 +116,7 @@ def _evaluate(
     """The payload of `op`'s folded result, or None if it must not fold."""
     numel = math.prod(_shape(op))
     all_splat = all(c.is_splat for c in consts)
-    if all_splat and numel and isinstance(op, _ELEMENTWISE + _MOVES_DATA):
+    if all_splat and numel and isinstance(op, ELEMENTWISE_MATH + _MOVES_DATA):
         # One element of each operand gives the one element of the result.
         firsts = [_first(c) for c in consts]
         if isinstance(op, _MOVES_DATA):  # same element type, same code
@@ -152,15 +145,19 @@ def _name(op: Operation, consts: list[lp.ConstantOp]) -> str | None:
     return None
 
 
-def fold_constants(module: ModuleOp, max_growth: int = 0) -> int:
-    """Fold, in place, every lp op of `module` that only reads constants and
-    whose result is no larger than its largest operand plus `max_growth`
-    bytes (splat results always); return how many ops folded."""
+def _check_max_growth(max_growth: int) -> None:
     if max_growth < 0:
         raise IRError(
             f"pass fold-constants, option max_growth: expected bytes >= 0, got "
             f"{max_growth}"
         )
+
+
+def fold_constants(module: ModuleOp, max_growth: int = 0) -> int:
+    """Fold, in place, every lp op of `module` that only reads constants and
+    whose result is no larger than its largest operand plus `max_growth`
+    bytes (splat results always); return how many ops folded."""
+    _check_max_growth(max_growth)
     folded = 0
     for op in list(module.walk()):
         if op.parent is None:  # erased earlier in this walk
@@ -183,17 +180,9 @@ def fold_constants(module: ModuleOp, max_growth: int = 0) -> int:
         name = _name(op, consts)
         if name is not None:
             new.attributes[NAME_ATTR] = StringAttr(name)
-        block = op.parent_block()
-        assert block is not None
-        block.insert_op_before(new, op)
-        new.result.name_hint = result.name_hint
-        result.replace_all_uses_with(new.result)
-        op.detach()
-        op.erase()
+        replace_op(op, new, keep=())  # the constant's name is derived above
         for c in dict.fromkeys(consts):
-            if not c.result.uses:
-                c.detach()
-                c.erase()
+            erase_if_unused(c)
         folded += 1
     verify_module(module, "the module after the fold-constants pass")
     return folded
@@ -210,11 +199,7 @@ class FoldConstants(ModulePass):
     max_growth: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_growth < 0:
-            raise IRError(
-                f"pass fold-constants, option max_growth: expected bytes >= 0, "
-                f"got {self.max_growth}"
-            )
+        _check_max_growth(self.max_growth)  # a bad option fails at pipeline build
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         fold_constants(op, self.max_growth)

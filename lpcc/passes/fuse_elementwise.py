@@ -50,15 +50,23 @@ from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect import verify_module
 from lpcc.ir.dialect.fused import make_fused
 
-__all__ = ["ELEMENTWISE", "REDUCTIONS", "FuseElementwise", "plan_groups"]
+__all__ = [
+    "ELEMENTWISE",
+    "ELEMENTWISE_MATH",
+    "REDUCTIONS",
+    "FuseElementwise",
+    "plan_groups",
+]
 
-ELEMENTWISE: tuple[type[Operation], ...] = (
+# Elementwise ops that compute (each output element from the operand elements
+# at the same, size-1-broadcast, index); the other passes share this set.
+ELEMENTWISE_MATH: tuple[type[Operation], ...] = (
     lp.ElementwiseBinaryOp,
     lp.ElementwiseUnaryOp,
     lp.SelectOp,
     lp.CastOp,
-    lp.BroadcastOp,
 )
+ELEMENTWISE: tuple[type[Operation], ...] = (*ELEMENTWISE_MATH, lp.BroadcastOp)
 REDUCTIONS: tuple[type[Operation], ...] = (
     lp.ReduceSumOp,
     lp.ReduceMaxOp,

@@ -48,18 +48,15 @@ from lpcc.errors import IRError
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect import verify_module
 from lpcc.ir.dialect.fused import FusedOp, make_fused, would_cycle
+from lpcc.passes.fuse_elementwise import ELEMENTWISE_MATH
 
 __all__ = ["ANCHORS", "EPILOGUE_OPS", "FuseEpilogue", "epilogue_group"]
 
 # Matched by name: the low-precision ops live in their own module.
 ANCHORS = ("lp.matmul", "lp.group_dequant_reduce")
 GROUP_GEMMS = ("lp.group_matmul", "lp.lut_accumulate")
-EPILOGUE_OPS: tuple[type[Operation], ...] = (
-    lp.ElementwiseBinaryOp,
-    lp.ElementwiseUnaryOp,
-    lp.SelectOp,
-    lp.CastOp,
-)
+# What may join an epilogue: no broadcast (it runs once per output element).
+EPILOGUE_OPS = ELEMENTWISE_MATH
 
 
 def _dims(v: SSAValue) -> tuple[object, ...] | None:

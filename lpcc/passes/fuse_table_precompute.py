@@ -57,23 +57,16 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, SSAValue
 from xdsl.passes import ModulePass
+from xdsl.rewriter import Rewriter
 
 from lpcc.ir.dialect import lowp, verify_module
-from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp, make_fused, would_cycle
+from lpcc.passes.fuse_elementwise import ELEMENTWISE  # producers tables may join
 
 __all__ = ["TABLE_OPS", "FuseTablePrecompute", "fuse_table_precompute"]
 
 # The ops that precompute per-activation tables (operand #0 is x).
 TABLE_OPS = (lowp.LutScaleOp, lowp.LutPrecomputeOp, lowp.GroupSumOp)
-# Producers whose body the tables may join (fuse-elementwise's op set).
-ELEMENTWISE = (
-    lp.ElementwiseBinaryOp,
-    lp.ElementwiseUnaryOp,
-    lp.SelectOp,
-    lp.CastOp,
-    lp.BroadcastOp,
-)
 # Region kinds whose body the tables may join.
 PRODUCER_KINDS = ("elementwise", "precompute")
 # A chain grown back from x's producer stops at this many ops.
@@ -103,8 +96,7 @@ def dedupe_tables(block: Block) -> int:
             continue
         for new, old in zip(first.results, op.results, strict=True):
             old.replace_all_uses_with(new)
-        op.detach()
-        op.erase()
+        Rewriter.erase_op(op)
         removed += 1
     return removed
 
@@ -165,8 +157,7 @@ def _inline(region_op: FusedOp) -> list[Operation]:
     for op in moved:
         op.detach()
         block.insert_op_before(op, region_op)
-    region_op.detach()
-    region_op.erase()
+    Rewriter.erase_op(region_op)
     return moved
 
 

@@ -51,7 +51,8 @@ error naming it); `g` activations per table, 2..8.
 A group GEMM is left unchanged when: its `lp.kernel` attribute is set to other
 than "lut"; x is not a float tensor (int8 activations take the dequant path);
 w is not an int/uint type of <= 8 bits (float weight types such as f4e2m1);
-K is dynamic or G is not a multiple of g (so K % g != 0 never reaches the ops).
+K is dynamic or G is not a multiple of g (so K % g != 0 never reaches the ops);
+G does not divide K (a short last group stays on the dequant path).
 `lp.name` and `lp.kernel` move to the lut_accumulate.
 """
 
@@ -66,16 +67,16 @@ from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from lpcc.errors import IRError
-from lpcc.ir.dialect import lowp, to_dtype, verify_module
+from lpcc.ir.dialect import lowp, verify_module
 from lpcc.ir.dialect import ops as lp
+from lpcc.ir.dialect.ops import KERNEL_ATTR, NAME_ATTR
 from lpcc.ir.dialect.types import DYNAMIC
 from lpcc.ir.dtypes import FloatType, IntType
 from lpcc.passes.dequant_after_group_gemm import group_sum_for, rewrite_matmul
+from lpcc.passes.rewrite import replace_op
 
 __all__ = ["LutGemm", "choose_act_group", "lut_gemm_module", "reuse_or_insert"]
 
-NAME_ATTR = "lp.name"
-KERNEL_ATTR = "lp.kernel"
 TABLES = ("int8", "f32")
 
 
@@ -150,13 +151,12 @@ def _kernel_allows(op: Operation) -> bool:
 
 def _eligible(x: SSAValue, w: SSAValue, g: int) -> bool:
     """Float activations, an int/uint weight of <= 8 bits, static K with g | K."""
-    tx, tw = x.type, w.type
-    if not isinstance(tx, TensorType) or not isinstance(tw, TensorType):
+    if not isinstance(x.type, TensorType) or not isinstance(w.type, TensorType):
         return False
-    wt = to_dtype(tw.element_type)
-    k = tx.get_shape()[-1]
+    wt = lp.value_elem(w)
+    k = lp.value_shape(x)[-1]
     return (
-        isinstance(to_dtype(tx.element_type), FloatType)
+        isinstance(lp.value_elem(x), FloatType)
         and isinstance(wt, IntType)
         and wt.bits <= 8
         and k != DYNAMIC
@@ -175,6 +175,8 @@ def _matmul_to_group(op: lp.MatmulOp, g: int) -> lowp.GroupMatmulOp | None:
     block = tuple(dq.block.get_values())
     if len(block) != 2 or block[0] != 1 or block[1] % g:
         return None  # not [1, G] with g | G: leave it to the dequant pass
+    if lp.value_shape(op.lhs)[-1] % block[1]:
+        return None  # a short last group: the dequant path handles it
     return rewrite_matmul(op)
 
 
@@ -209,9 +211,11 @@ class LutGemm(ModulePass):
         x, w, group = op.input, op.weight, op.group.data
         if not _kernel_allows(op) or not _eligible(x, w, self.g) or group % self.g:
             return None
+        if lp.value_shape(x)[-1] % group:
+            return None  # a short last group: the dequant path handles it
         g = self.g
-        k = op.input.type.get_shape()[-1]  # type: ignore[attr-defined]
-        wt = to_dtype(w.type.element_type)  # type: ignore[attr-defined]
+        k = lp.value_shape(x)[-1]
+        wt = lp.value_elem(w)
         assert isinstance(wt, IntType)
         planes = reuse_or_insert(
             lambda: lowp.BitplanesOp(w, g),
@@ -253,16 +257,7 @@ class LutGemm(ModulePass):
             _hint(x, "lut"),
         )
         acc = lowp.LutAccumulateOp(table, planes, sums, ls, group, wt.signed)
-        for key in (NAME_ATTR, KERNEL_ATTR):
-            if key in op.attributes:
-                acc.attributes[key] = op.attributes[key]
-        acc.result.name_hint = op.result.name_hint
-        block = op.parent_block()
-        assert block is not None
-        block.insert_op_before(acc, op)
-        op.result.replace_all_uses_with(acc.result)
-        op.detach()
-        op.erase()
+        replace_op(op, acc)  # lp.name and lp.kernel move to the accumulate
         return acc
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:

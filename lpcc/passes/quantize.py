@@ -39,7 +39,9 @@ from xdsl.passes import ModulePass
 from lpcc import config as lpcc_config
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect import to_dtype, verify_module
+from lpcc.ir.dialect.ops import NAME_ATTR
 from lpcc.ir.dtypes import DType, FloatType
+from lpcc.passes.rewrite import erase_if_unused
 from lpcc.quant import (
     LayerRow,
     QuantConfig,
@@ -50,8 +52,6 @@ from lpcc.quant import (
     parse_quant,
     quantize_weight,
 )
-
-NAME_ATTR = "lp.name"
 
 __all__ = ["QuantizeWeights", "quantize_module"]
 
@@ -111,10 +111,8 @@ def _constant(codes: np.ndarray, dt: DType, name: str, hint: str) -> lp.Constant
 def _rewrite(target: _Target, qw: QuantizedWeight) -> None:
     """Insert Q/s/z constants and the dequantize; point the uses at it."""
     const = target.const
-    t = const.result.type
-    assert isinstance(t, TensorType)
-    orig_shape = tuple(t.get_shape())
-    out_dt = to_dtype(t.element_type)
+    orig_shape = lp.value_shape(const.result)
+    out_dt = lp.value_elem(const.result)
     hint = const.result.name_hint or "w"
     new: list[Operation] = []
     q = _constant(qw.codes, qw.dtype, target.name, f"{hint}_q")
@@ -144,9 +142,7 @@ def _rewrite(target: _Target, qw: QuantizedWeight) -> None:
     const.result.replace_uses_with_if(
         value, lambda use: (use.operation, use.index) in wanted
     )
-    if not const.result.uses:
-        const.detach()
-        const.erase()
+    erase_if_unused(const)
 
 
 def _progress(total: int) -> Any:

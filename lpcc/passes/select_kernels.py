@@ -28,11 +28,11 @@ import math
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 
 from lpcc.ir.dialect import ops as lp
-from lpcc.ir.dialect import to_dtype
+from lpcc.ir.dialect.ops import KERNEL_ATTR, NAME_ATTR
 from lpcc.ir.dialect.types import DYNAMIC
 from lpcc.passes.kernel_choice import (
     KernelChoiceError,
@@ -46,8 +46,6 @@ from lpcc.passes.kernel_choice import (
 
 __all__ = ["KERNEL_ATTR", "SelectKernels", "kernel_for", "rows_of", "weight_name"]
 
-KERNEL_ATTR = "lp.kernel"
-NAME_ATTR = "lp.name"
 _WHERE = "pass select-kernels"
 
 
@@ -63,9 +61,7 @@ def weight_name(op: lp.MatmulOp) -> str:
 
 def rows_of(op: lp.MatmulOp) -> int | None:
     """Activation rows per pass over the weights: prod(lhs.shape[:-1])."""
-    t = op.lhs.type
-    assert isinstance(t, TensorType)
-    lead = tuple(t.get_shape())[:-1]
+    lead = lp.value_shape(op.lhs)[:-1]
     return None if DYNAMIC in lead else math.prod(lead)
 
 
@@ -73,9 +69,7 @@ def kernel_for(op: lp.MatmulOp, target: str, overrides: Overrides) -> str:
     """The kernel of one quantized matmul: an override, else the rule."""
     dq = op.rhs.owner
     assert isinstance(dq, lp.DequantizeOp)
-    t = dq.input.type
-    assert isinstance(t, TensorType)
-    weight = to_dtype(t.element_type)
+    weight = lp.value_elem(dq.input)
     name = weight_name(op)
     found = find_override(name, overrides)
     if found is None:

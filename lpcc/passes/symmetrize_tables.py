@@ -36,6 +36,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 
 from lpcc.ir.dialect import lowp, verify_module
+from lpcc.passes.rewrite import replace_op
 
 __all__ = ["SymmetrizeTables", "symmetrize_tables_module"]
 
@@ -50,15 +51,7 @@ def _halve(op: lowp.LutPrecomputeOp) -> bool:
     ):
         return False
     half = lowp.LutPrecomputeOp(op.input, op.scale, op.group.data, half=True)
-    for key, value in op.attributes.items():
-        half.attributes.setdefault(key, value)  # lp.name etc.; lp.dims is the new op's
-    half.result.name_hint = op.result.name_hint
-    block = op.parent_block()
-    assert block is not None
-    block.insert_op_before(half, op)
-    op.result.replace_all_uses_with(half.result)
-    op.detach()
-    op.erase()
+    replace_op(op, half, keep=list(op.attributes))  # lp.dims stays the new op's
     return True
 
 

@@ -213,3 +213,66 @@ def test_a_failing_pass_is_named(monkeypatch: pytest.MonkeyPatch, llama) -> None
     monkeypatch.setattr(FuseElementwise, "apply", boom)
     with pytest.raises(PipelineError, match=r"pass 'fuse-elementwise' failed.*kaboom"):
         lpcc.compile(llama, (ids(1),), opt_level=1)
+
+
+def _other_models():
+    from lpcc.models import MLP, CNNConfig, GPT2Config, MLPConfig, SmallCNN, TinyGPT2
+
+    g = torch.Generator().manual_seed(7)
+    return [
+        (
+            "mlp-silu",
+            MLP(MLPConfig(in_dim=64, hidden_dim=96, activation="silu"), seed=1),
+            (torch.randn(3, 64, generator=g),),
+        ),
+        (
+            "gpt2",
+            TinyGPT2(GPT2Config(dim=64, vocab_size=80), seed=2),
+            (torch.randint(0, 80, (2, 5), generator=g),),
+        ),
+        (
+            "cnn",
+            SmallCNN(CNNConfig(channels=(8, 16)), seed=3),
+            (torch.randn(2, 3, 12, 12, generator=g),),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("quant", ["int3-g32", "uint4-g32-asym", "int8-g64"])
+@pytest.mark.parametrize(("name", "model", "inputs"), _other_models())
+def test_o2_on_the_other_models(name, model, inputs, quant) -> None:
+    """MLP (bias + SiLU epilogues), GPT-2 (fused QKV, GELU-tanh, tied head) and
+    the CNN (conv weights quantized too) at -O2 against dequantized eager."""
+    model = model.eval()
+    cfg = parse_quant(quant)
+    if name == "cnn":
+        cfg = lpcc.QuantConfig(**{**cfg.__dict__, "conv": True})
+    prog = lpcc.compile(model, inputs, quant=cfg, opt_level=2)
+    with torch.no_grad():
+        want = dequantized_copy(model, cfg)(*inputs).double().numpy()
+    got = prog(*inputs).numpy()
+    text = prog.ir(prog.stages[-1])
+    assert "lp.dequantize" not in text or name == "cnn"  # conv keeps its dequantize
+    err_max, err_rms = relative(got, want)
+    if "lp.lut_accumulate" in text:  # int8 tables, see the module docstring
+        assert err_rms <= 5e-2, err_rms
+    else:
+        assert err_max <= 1e-5, err_max
+
+
+def test_short_last_group_takes_the_dequant_path() -> None:
+    """K = 96, G = 64: groups of 64 and 32 (as the scales); LUT needs G | K."""
+    from lpcc.models import MLP, MLPConfig
+
+    model = MLP(MLPConfig(in_dim=64, hidden_dim=96), seed=4).eval()
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(9))
+    prog = lpcc.compile(model, (x,), quant="int3-g64")
+    text = prog.ir(prog.stages[-1])
+    # layer 0 (K = 64) looks up tables; layers 1 and 2 (K = 96) do not
+    assert text.count("lp.lut_accumulate") == 1
+    assert text.count("lp.group_matmul") == 2 and "lp.dequantize" not in text
+    with torch.no_grad():
+        want = dequantized_copy(model, parse_quant("int3-g64"))(x).double().numpy()
+    assert relative(prog(x).numpy(), want)[1] <= 5e-2
+    exact = lpcc.compile(model, (x,), quant="int3-g64", kernels={"*": "dequant"})
+    assert relative(exact(x).numpy(), want)[0] <= 1e-5

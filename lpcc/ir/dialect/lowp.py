@@ -21,7 +21,8 @@ weight, B its bit width.
   (minus 2^(B-1) * S for signed types):
   P = 1/2 sum_b 2^b sum_{j in g} ls * T_j[plane_b[n, j]] + ((2^B - 1)/2 - off) * S
 
-K must be static and divisible by every group size an op uses; leading
+K must be static; the group GEMM ops (group_matmul, group_sum) allow a
+shorter last group, the LUT ops need K divisible by their groups. Leading
 dimensions of x may be dynamic (`?`, with `lp.dims` set by the builders).
 Semantics are implemented in `lpcc/ir/interp.py`.
 """
@@ -76,6 +77,15 @@ F32 = dtype("f32")
 INT8 = int_(8)
 INT32 = int_(32)
 TABLE_LIMIT = 127  # int8 tables are clamped to +-127 so negation never overflows
+
+
+def _ceil_groups(op: str, k: int, group: int) -> int:
+    """ceil(K / group): the group GEMM ops allow a shorter last group."""
+    if group < 1:
+        raise IRError(f"{op}: group must be >= 1, got {group}")
+    if k == DYNAMIC:
+        raise IRError(f"{op}: the reduced dimension K must be static")
+    return -(-k // group)
 
 
 def _groups(op: str, what: str, k: int, group: int) -> int:
@@ -134,6 +144,8 @@ class GroupMatmulOp(LpOp):
     """P[..., m, n, g] = sum_{k in group g} x[..., m, k] * w[n, k].
 
     Partial products per K-group, the inner sum of dequant-after-group-GEMM.
+    When G does not divide K the last group is shorter (as the quantize
+    pass's last scale group), so K / G rounds up.
     Float x: w's values (any int, uint or float type) are multiplied and summed
     in f32. Integer x and w: exact int32 (int8 activations times narrow codes).
     """
@@ -166,7 +178,7 @@ class GroupMatmulOp(LpOp):
             raise IRError(
                 f"lp.group_matmul: K differs: input {list(sx)}, weight {list(sw)}"
             )
-        gn = _groups("lp.group_matmul", "group", sx[-1], group)
+        gn = _ceil_groups("lp.group_matmul", sx[-1], group)
         return _acc_type(_elem(x), _elem(w)), (*sx[:-1], sw[0], gn)
 
     def infer_from_operands(self):
@@ -178,7 +190,8 @@ class GroupSumOp(LpOp):
     """S[..., g] = sum_{k in group g} x[..., k]: f32 for floats, int32 for ints.
 
     Computed once per token and group, and shared by every group GEMM that
-    reads the same x (the zero-point and LUT corrections need it).
+    reads the same x (the zero-point and LUT corrections need it). The last
+    group is shorter when G does not divide K.
     """
 
     name = "lp.group_sum"
@@ -201,7 +214,7 @@ class GroupSumOp(LpOp):
     @staticmethod
     def infer(x: TensorType, group: int) -> tuple[DType, tuple]:
         s = _lead("lp.group_sum", x, 1)
-        gn = _groups("lp.group_sum", "group", s[-1], group)
+        gn = _ceil_groups("lp.group_sum", s[-1], group)
         dt = _elem(x)
         if not isinstance(dt, IntType | FloatType):
             raise IRError(f"lp.group_sum: needs an int or float tensor, got {dt}")

@@ -127,6 +127,24 @@ def broadcast_shapes(op: str, *shapes: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
+# Discardable attributes that passes read and carry over (one spelling for all):
+# the state_dict key of a weight constant, copied to the ops that read it.
+NAME_ATTR = "lp.name"
+# The kernel `select-kernels` chose for a matmul or group GEMM ("lut", ...).
+KERNEL_ATTR = "lp.kernel"
+
+
+def value_elem(v: SSAValue) -> DType:
+    """The lp element type of tensor value `v` (IRError if not a tensor)."""
+    return _elem(_type(v))
+
+
+def value_shape(v: SSAValue) -> tuple[int, ...]:
+    """The static shape of `v`, DYNAMIC for each `?` (`value_dims` has the
+    expressions); IRError if `v` is not a tensor."""
+    return tuple(_shape(_type(v)))
+
+
 def value_dims(v: SSAValue) -> tuple[Dim, ...]:
     """The shape of `v` with each `?` replaced by its size expression.
 

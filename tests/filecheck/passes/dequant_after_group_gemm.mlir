@@ -117,9 +117,10 @@ func.func @shared(%x: tensor<1x5x8xf32>) -> (tensor<1x5x2xf32>, tensor<1x5x2xf32
 // A8-NOT:   lp.quantize
 // A8-NOT:   lp.group_sum
 
-// Left alone: a block that is not [1, G]; K % G != 0 (K = 8, G = 3); a
-// matmul tagged dense (select-kernels); no transpose_b. A dequantize with
-// another user stays for that user.
+// Left alone: a block that is not [1, G]; a matmul tagged dense
+// (select-kernels); no transpose_b. A dequantize with another user stays for
+// that user. K % G != 0 (K = 8, G = 3) rewrites with a short last group
+// (groups 3, 3, 2, as the scales), on float activations even with act=int8.
 func.func @no_match(%x: tensor<2x8xf32>, %xt: tensor<2x2xf32>) -> (tensor<2x2xf32>, tensor<2x2xf32>, tensor<2x2xf32>, tensor<2x8xf32>, tensor<2x8xf32>, tensor<2x2xf32>) {
   %q = lp.constant splat 3 : tensor<2x8x!lp.int<4>>
   %s_blk = lp.constant splat 0.5 : tensor<1x2xf16>
@@ -137,7 +138,8 @@ func.func @no_match(%x: tensor<2x8xf32>, %xt: tensor<2x2xf32>) -> (tensor<2x2xf3
 }
 // CHECK-LABEL: func.func @no_match
 // CHECK:       %y_blk = lp.matmul %x, %w_blk transpose_b
-// CHECK:       %y_odd = lp.matmul %x, %w_odd transpose_b
+// CHECK:       %y_odd_p = lp.group_matmul %x, %q group 3 : (tensor<2x8xf32>, tensor<2x8x!lp.int<4>>) -> tensor<2x2x3xf32>
+// CHECK-NEXT:  %y_odd = lp.group_dequant_reduce %y_odd_p
 // CHECK:       %w = lp.dequantize %q scale %s block [1, 4]
 // CHECK-NEXT:  %y_dense = lp.matmul %x, %w transpose_b {lp.kernel = "dense"}
 // CHECK-NEXT:  %y_plain = lp.matmul %xt, %w :
@@ -147,7 +149,7 @@ func.func @no_match(%x: tensor<2x8xf32>, %xt: tensor<2x2xf32>) -> (tensor<2x2xf3
 
 // A8-LABEL: func.func @no_match
 // A8:       %y_blk = lp.matmul %x, %w_blk transpose_b
-// A8:       %y_odd = lp.matmul %x, %w_odd transpose_b
+// A8:       %y_odd_p = lp.group_matmul %x, %q group 3
 // A8:       %y_dense = lp.matmul %x, %w transpose_b {lp.kernel = "dense"}
 // A8-NEXT:  %y_plain = lp.matmul %xt, %w :
 // A8:       %y_ok_p = lp.group_matmul %x_i8_g4, %q group 4
