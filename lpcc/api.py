@@ -78,6 +78,12 @@ def compile(
 
     _check_target(target)
     cfg = parse_quant(quant)
+    if kernels and opt_level != 2:
+        raise CompileError(
+            f"lpcc.compile: kernels= chooses among the -O2 rewrites, but "
+            f"opt_level={opt_level!r} does not run them; use opt_level=2 or drop "
+            "kernels="
+        )
     spec = default_pipeline(
         opt_level,
         target=target,

@@ -16,8 +16,9 @@ times any batch dimensions), None when one of them is dynamic.
 Options: `target` ("cpu", "reference" or "cuda") and `override`
 ("pattern=kind,..."; fnmatch over `lp.name`, first match wins). An unknown
 kind or a malformed entry fails when the pipeline is built; an override of
-"lut" on a weight the LUT kernel cannot take (a float type) fails when the
-pass runs, naming the weight.
+"lut" on a weight the LUT kernel cannot take (a float type, or K not a
+multiple of the group size G) fails when the pass runs, naming the weight;
+the rule itself gives such a layer "dequant".
 
 Command line: `lpcc opt -p 'select-kernels{target="cpu" override="lm_head*=dense"}'`.
 """
@@ -44,7 +45,14 @@ from lpcc.passes.kernel_choice import (
     parse_overrides,
 )
 
-__all__ = ["KERNEL_ATTR", "SelectKernels", "kernel_for", "rows_of", "weight_name"]
+__all__ = [
+    "KERNEL_ATTR",
+    "SelectKernels",
+    "kernel_for",
+    "lut_shape_reason",
+    "rows_of",
+    "weight_name",
+]
 
 _WHERE = "pass select-kernels"
 
@@ -65,18 +73,40 @@ def rows_of(op: lp.MatmulOp) -> int | None:
     return None if DYNAMIC in lead else math.prod(lead)
 
 
+def lut_shape_reason(op: lp.MatmulOp) -> str | None:
+    """Why the layer's shape keeps it off the LUT kernel, or None.
+
+    lut-gemm needs whole groups (block [1, G] with G | K, K static); a short
+    last group stays a group GEMM on the dequant path.
+    """
+    dq = op.rhs.owner
+    assert isinstance(dq, lp.DequantizeOp)
+    block = tuple(lp._array(dq.block))
+    k = lp.value_shape(dq.input)[-1]
+    if len(block) != 2 or block[0] != 1:
+        return f"its block {list(block)} is not [1, G]; use 'dequant'"
+    if k == DYNAMIC or k % block[1]:
+        return (
+            f"K = {'?' if k == DYNAMIC else k} is not a multiple of its group size "
+            f"{block[1]} (the LUT kernel needs whole groups); use 'dequant'"
+        )
+    return None
+
+
 def kernel_for(op: lp.MatmulOp, target: str, overrides: Overrides) -> str:
-    """The kernel of one quantized matmul: an override, else the rule."""
+    """The kernel of one quantized matmul: an override, else the rule (which
+    gives "dequant" where the shape rules LUT out, `lut_shape_reason`)."""
     dq = op.rhs.owner
     assert isinstance(dq, lp.DequantizeOp)
     weight = lp.value_elem(dq.input)
     name = weight_name(op)
     found = find_override(name, overrides)
     if found is None:
-        return choose_kernel(weight, rows_of(op), target)
+        kind = choose_kernel(weight, rows_of(op), target)
+        return "dequant" if kind == "lut" and lut_shape_reason(op) else kind
     pattern, kind = found
     if kind == "lut":
-        why = lut_unsupported_reason(weight)
+        why = lut_unsupported_reason(weight) or lut_shape_reason(op)
         if why is not None:
             raise KernelChoiceError(
                 f"{_WHERE}, option override: {pattern!r}=lut matches weight "

@@ -217,3 +217,32 @@ def test_dequant_after_group_gemm_follows_the_tags() -> None:
         if isinstance(op, lowp.GroupMatmulOp)
     }
     assert tags == {"a.weight": "lut", "c.weight": "lut", "d.weight": "dequant"}
+
+
+def test_short_last_group_never_gets_lut() -> None:
+    """LUT needs whole groups (G | K; lut-gemm leaves the others as group GEMMs):
+    the rule gives such a layer "dequant", so the tag on the group GEMM that
+    remains says what runs; an explicit lut override fails, naming the weight."""
+    text = """
+func.func @main(%x: tensor<1x12xf32>) -> tensor<1x2xf32> {
+  %s = lp.constant splat 0.5 : tensor<2x2xf16>
+  %q = lp.constant {lp.name = "short.weight"} splat 1 : tensor<2x12x!lp.int<2>>
+  %dq = lp.dequantize %q scale %s block [1, 8] : (tensor<2x12x!lp.int<2>>, tensor<2x2xf16>) -> tensor<2x12xf32>
+  %y = lp.matmul %x, %dq transpose_b : (tensor<1x12xf32>, tensor<2x12xf32>) -> tensor<1x2xf32>
+  func.return %y : tensor<1x2xf32>
+}
+"""  # noqa: E501
+    module = parse_module(text)
+    SelectKernels(target="cpu").apply(context(), module)
+    (mm,) = [op for op in module.walk() if isinstance(op, lp.MatmulOp)]
+    assert mm.attributes["lp.kernel"] == StringAttr("dequant")
+    DequantAfterGroupGemm().apply(context(), module)
+    get_all_passes()["lut-gemm"]()().apply(context(), module)
+    (gm,) = [op for op in module.walk() if isinstance(op, lowp.GroupMatmulOp)]
+    assert gm.attributes["lp.kernel"] == StringAttr("dequant")
+    with pytest.raises(
+        KernelChoiceError,
+        match=r"'\*'=lut matches weight short\.weight, which cannot use the LUT "
+        r"kernel: K = 12 is not a multiple of its group size 8",
+    ):
+        SelectKernels(override="*=lut").apply(context(), parse_module(text))

@@ -276,3 +276,8 @@ def test_short_last_group_takes_the_dequant_path() -> None:
     assert relative(prog(x).numpy(), want)[1] <= 5e-2
     exact = lpcc.compile(model, (x,), quant="int3-g64", kernels={"*": "dequant"})
     assert relative(exact(x).numpy(), want)[0] <= 1e-5
+
+
+def test_kernels_need_opt_level_2(llama) -> None:
+    with pytest.raises(lpcc.LpccError, match=r"kernels= .* opt_level=1"):
+        lpcc.compile(llama, (ids(1),), quant="int2", opt_level=1, kernels={"*": "lut"})
