@@ -50,6 +50,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected an integer >= 0")
+    return value
+
+
 KNOBS: dict[str, Knob] = {
     k.name: k
     for k in (
@@ -70,6 +77,19 @@ KNOBS: dict[str, Knob] = {
             "",
             str,
             "directory to write the IR after every stage to (empty: off)",
+        ),
+        Knob(
+            "cpu_isa",
+            "auto",
+            _choice("auto", "avx512", "avx2", "generic"),
+            "CPU kernel instruction set: auto (the best this CPU has), avx512, "
+            "avx2, generic",
+        ),
+        Knob(
+            "num_threads",
+            0,
+            _nonnegative_int,
+            "threads CPU kernels split their work over (0: all cores)",
         ),
     )
 }
