@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lpcc.runtime import Program
 
 TARGETS = ("reference", "cpu", "cuda")
-_BUILT_TARGETS = ("reference",)
+_BUILT_TARGETS = ("reference", "cpu")
 
 
 class CompileError(LpccError):

@@ -239,6 +239,8 @@ class TinyLlama(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos(), emb.sin()
         x = self.embed(ids)
+        if x.dtype != cos.dtype:  # a bf16 copy of the model (benchmarks' baseline)
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin)
         return self.lm_head(self.norm(x))

@@ -123,3 +123,34 @@ def _reference_loader(kernel: Kernel) -> KernelFn:
 
 
 register_kernel_loader("reference", _reference_loader)
+
+
+# -- the cpu target: native object code from lpcc.codegen.llvm ---------------------------
+
+CPU_NEEDS_LLVMLITE = (
+    "this program's kernels are native CPU code, which lpcc links with llvmlite: "
+    "pip install llvmlite"
+)
+
+
+def _cpu_loader(kernel: Kernel) -> KernelFn:
+    """Link the kernel's object code (after checking the CPU's features)."""
+    if kernel.kind != "llvm-object" or not isinstance(kernel.source, bytes):
+        raise ProgramError(
+            f"kernel {kernel.name!r}: the cpu target runs kernels of kind "
+            f"'llvm-object' (object code), not {kernel.kind!r}"
+        )
+    try:
+        from lpcc.codegen.llvm.runner import native_kernel_fn
+    except ImportError as err:
+        raise RuntimeDependencyError(f"{CPU_NEEDS_LLVMLITE} [{err}]") from None
+    try:
+        return native_kernel_fn(kernel.source, kernel.meta)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ProgramError(
+            f"kernel {kernel.name!r}: its metadata does not describe a native "
+            f"kernel ({type(err).__name__}: {err}); recompile the program"
+        ) from None
+
+
+register_kernel_loader("cpu", _cpu_loader)

@@ -314,7 +314,10 @@ class Program:
         lines.append(f"kernels ({len(self.kernels)}):")
         for k in self.kernels:
             op = k.meta.get("op", "")
-            lines.append(f"  {k.name}  {k.target}/{k.kind}  {op}".rstrip())
+            note = k.meta.get("note", "")
+            isa = k.meta.get("object", {}).get("isa", "") if k.target == "cpu" else ""
+            extra = "  ".join(x for x in (isa, note) if x)
+            lines.append(f"  {k.name}  {k.target}/{k.kind}  {op}  {extra}".rstrip())
         lines.append("code:")
         for ins in self.instructions:
             lines.append("  " + self.show_instruction(ins))

@@ -19,4 +19,10 @@ def test_demo_reports_what_it_promises(capsys: pytest.CaptureFixture[str]) -> No
     err = float(re.search(r"same dequantized weights: ([\d.e+-]+)", out).group(1))
     assert err < 1e-4
     assert "same tokens as torch" in out
-    assert re.search(r"time per token .*lpcc [\d.]+ ms, torch eager [\d.]+ ms", out)
+    assert re.search(
+        r"time per token .*lpcc [\d.]+ ms, torch eager f32 [\d.]+ ms, torch eager "
+        r"bf16 [\d.]+ ms",
+        out,
+    )
+    assert re.search(r"target cpu \((avx512|avx2|generic) kernels", out)
+    assert re.search(r"kernels: \d+ native", out)

@@ -73,7 +73,7 @@ from lpcc.runtime.program import (
     buffer_nbytes,
 )
 
-TARGETS = ("reference",)
+TARGETS = ("reference", "cpu")
 _HINT = 64
 
 
@@ -113,15 +113,26 @@ def build_program(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dim_ranges: Mapping[str, tuple[int, int | None]] | None = None,
+    isa: str | None = None,
 ) -> Program:
-    """Lower `func.func @name` of `module` to a Program for `target`."""
+    """Lower `func.func @name` of `module` to a Program for `target`.
+
+    For "cpu", `isa` is the instruction-set level of the native kernels
+    (default: the best this host runs, capped by `LPCC_CPU_ISA`).
+    """
     if target not in TARGETS:
         raise IRError(
             f"build_program: no lowering for target {target!r} yet; use one of "
             f"{', '.join(TARGETS)}"
         )
     fn = _function(module, name)
-    return _Lowering(fn, input_names, output_names, dict(dim_ranges or {})).run()
+    lowering = _Lowering(fn, input_names, output_names, dict(dim_ranges or {}))
+    if target == "cpu":
+        from lpcc.codegen.llvm import isa as isa_mod
+
+        lowering.target = "cpu"
+        lowering.isa = isa_mod.selected_isa(to_run=True) if isa is None else isa
+    return lowering.run()
 
 
 def _function(module: ModuleOp, name: str) -> func.FuncOp:
@@ -150,6 +161,13 @@ class _Lowering:
         self.constant_names: set[str] = set()
         self.kernels: dict[str, Kernel] = {}  # by source text
         self.counts: dict[str, int] = {}
+        self.target = "reference"
+        self.isa = ""
+        # Constants become program constants when first read as they are; a
+        # weight only a native kernel reads (repacked) is never stored raw.
+        self.lazy: dict[SSAValue, lp.ConstantOp] = {}
+        self.repacked: dict[tuple[SSAValue, str], int] = {}
+        self.native: dict[tuple[str, tuple[int, ...]], tuple[Kernel, dict] | None] = {}
 
     # -- walking the function ---------------------------------------------------------
     def run(self) -> Program:
@@ -163,22 +181,7 @@ class _Lowering:
             if isinstance(op, func.ReturnOp):
                 ret = op
                 break
-            fused = isinstance(op, FusedOp)
-            if not fused and (len(op.results) != 1 or op.regions):
-                raise IRError(f"{where}: cannot lower {op.name} (one result expected)")
-            if isinstance(op, lp.ConstantOp):
-                self._constant(op)
-            elif isinstance(op, lp.ReshapeOp):
-                src = self.values[op.input]
-                dst = self._new(op.results[0], root=self.bufs[src].root)
-                self.steps.append(_Step("view", (dst,), (src,)))
-            elif type(op) in interp.IMPLS:
-                self._call(op)
-            else:
-                raise IRError(
-                    f"{where}: {op.name} has no lowering (only lp ops run in the "
-                    "reference target); run the lp pipeline before lowering"
-                )
+            self._op(op, where, interp.IMPLS)
         if ret is None:
             raise IRError(f"{where}: the function has no func.return")
         results = self._returns(ret)
@@ -200,12 +203,65 @@ class _Lowering:
             constants=self.constants,
             kernels=list(self.kernels.values()),
             instructions=instructions,
-            target="reference",
-            meta={"function": self.fn.sym_name.data},
+            target=self.target,
+            meta={"function": self.fn.sym_name.data}
+            | ({"isa": self.isa} if self.target == "cpu" else {}),
             dim_ranges=self.dim_ranges,
         )
         program.validate()
         return program
+
+    def _op(self, op: Operation, where: str, impls: Mapping[type, object]) -> None:
+        fused = isinstance(op, FusedOp)
+        if not fused and (len(op.results) != 1 or op.regions):
+            raise IRError(f"{where}: cannot lower {op.name} (one result expected)")
+        if isinstance(op, lp.ConstantOp):
+            self.lazy[op.result] = op
+            if self.target != "cpu":  # only native kernels repack constants
+                self._buf(op.result)
+        elif isinstance(op, lp.ReshapeOp):
+            src = self._buf(op.input)
+            dst = self._new(op.results[0], root=self.bufs[src].root)
+            self.steps.append(_Step("view", (dst,), (src,)))
+        elif type(op) in impls or fused:
+            if not self._call(op):  # a region no CPU generator takes: op by op
+                self._split(op, where, impls)  # type: ignore[arg-type]
+        else:
+            raise IRError(
+                f"{where}: {op.name} has no lowering (only lp ops run in the "
+                "reference target); run the lp pipeline before lowering"
+            )
+
+    def _split(
+        self, op: FusedOp, where: str, impls: Mapping[type, object]
+    ) -> None:
+        """Lower the ops of a fused region one by one (its values as buffers)."""
+        body = op.regions[0].block
+        for arg, operand in zip(body.args, op.operands, strict=True):
+            self._alias(arg, operand)
+        for inner in body.ops:
+            if inner is body.last_op:  # lp.yield: results are the yielded values
+                for res, val in zip(op.results, inner.operands, strict=True):
+                    self._alias(res, val)
+                break
+            self._op(inner, where, impls)
+
+    def _alias(self, value: SSAValue, source: SSAValue) -> None:
+        if source in self.lazy:
+            self.lazy[value] = self.lazy[source]
+        else:
+            self.values[value] = self.values[source]
+
+    def _buf(self, value: SSAValue) -> int:
+        """The buffer of `value`, making a lazy constant a program constant."""
+        if value not in self.values:
+            op = self.lazy[value]
+            if op.result in self.values:  # aliased region argument
+                self.values[value] = self.values[op.result]
+            else:
+                self._constant(op)
+                self.values[value] = self.values[op.result]
+        return self.values[value]
 
     def _new(self, value: SSAValue, **kw: object) -> int:
         dt = to_dtype(value.type.element_type).name  # type: ignore[attr-defined]
@@ -243,21 +299,50 @@ class _Lowering:
         )
         self._new(op.result, constant=j)
 
-    def _call(self, op: Operation) -> None:
+    def _call(self, op: Operation) -> bool:
+        """A call of `op`'s kernel; False for a fused region to split (cpu)."""
         operands: list[SSAValue] = []
         for v in op.operands:
             if v not in operands:
                 operands.append(v)
-        kernel = self._kernel(op, operands)
-        ins = tuple(self.values[v] for v in operands)
+        kernel, repack = self._kernel(op, operands)
+        if kernel is None:
+            return False
+        ins = tuple(
+            self._repacked(v, repack[i]) if i in repack else self._buf(v)
+            for i, v in enumerate(operands)
+        )
         outs = []
         for result in op.results:  # each result is a buffer (and root) of its own
             out = self._new(result)
             self.bufs[out].root = out
             outs.append(out)
         self.steps.append(_Step("call", tuple(outs), ins, kernel))
+        return True
 
-    def _kernel(self, op: Operation, operands: list[SSAValue]) -> str:
+    def _repacked(self, value: SSAValue, repack: object) -> int:
+        """The buffer of constant `value` rewritten by a kernel's `Repack`."""
+        key = (self.lazy[value].result, repack.layout)  # type: ignore[attr-defined]
+        if key not in self.repacked:
+            op = self.lazy[value]
+            data = repack.fn(op.values())  # type: ignore[attr-defined]
+            data = bytes(memoryview(data).cast("B"))
+            j = len(self.constants)
+            attr = op.attributes.get(NAME_ATTR)
+            base = attr.data if isinstance(attr, StringAttr) else f"c{j}"
+            nm, k = f"{base}.packed", 1
+            while nm in self.constant_names:
+                nm, k = f"{base}.packed_{k}", k + 1
+            self.constant_names.add(nm)
+            self.constants.append(Constant(nm, "uint8", (len(data),), data))
+            self.bufs.append(_Buf((len(data),), "uint8", constant=j))
+            self.repacked[key] = len(self.bufs) - 1
+        return self.repacked[key]
+
+    def _kernel(
+        self, op: Operation, operands: list[SSAValue]
+    ) -> tuple[str | None, dict[int, object]]:
+        """The kernel's name and its repacked inputs (None: split the region)."""
         types = [v.type for v in operands]
         block = Block(arg_types=types)
         clone = op.clone(
@@ -285,10 +370,15 @@ class _Lowering:
             arg_attrs=ArrayAttr(attrs) if dynamic else None,
         )
         text = print_module(ModuleOp([kfn]))
-        if text not in self.kernels:
-            short = op.name.removeprefix("lp.")
+        if self.target == "cpu":
+            consts = tuple(i for i, v in enumerate(operands) if v in self.lazy)
+            native = self._native(op, kfn, text, consts)
+            if native is not None:
+                return native[0].name, native[1]
             if isinstance(op, FusedOp):
-                short = f"fused_{op.kind.data}"
+                return None, {}
+        if text not in self.kernels:
+            short = _short(op)
             n = self.counts.get(short, 0)
             self.counts[short] = n + 1
             self.kernels[text] = Kernel(
@@ -302,14 +392,39 @@ class _Lowering:
                     "num_outputs": len(op.results),
                 },
             )
-        return self.kernels[text].name
+        return self.kernels[text].name, {}
+
+    def _native(
+        self, op: Operation, kfn: func.FuncOp, text: str, consts: tuple[int, ...]
+    ) -> tuple[Kernel, dict[int, object]] | None:
+        """A native CPU kernel for `kfn` (shared by identical ones), or None."""
+        from lpcc.codegen.llvm.lower import kernel_meta, lower_kernel
+
+        key = (text, consts)
+        if key not in self.native:
+            short = _short(op)
+            n = self.counts.get(short, 0)
+            name = f"k_{short}_{n}"
+            lowered = lower_kernel(kfn, self.isa, consts, entry=name)
+            if lowered is None:
+                self.native[key] = None
+            else:
+                self.counts[short] = n + 1
+                nk, obj = lowered
+                meta = {"op": op.name} | kernel_meta(
+                    nk, obj, len(kfn.body.block.args), len(op.results)
+                )
+                kernel = Kernel(name, "cpu", "llvm-object", obj.object_code, meta)
+                self.kernels[f"native:{name}"] = kernel
+                self.native[key] = (kernel, dict(nk.repack))
+        return self.native[key]
 
     def _returns(self, ret: func.ReturnOp) -> list[int]:
         """Returned buffers, each a root of its own (copying where needed)."""
         results: list[int] = []
         owned: set[int] = set()
         for v in ret.operands:
-            b = self.values[v]
+            b = self._buf(v)
             root = self.bufs[b].root
             if root is None or root in owned:
                 src = b
@@ -438,6 +553,13 @@ class _Lowering:
         if big:
             return min(big, key=lambda s: (storages[s].hint, s))
         return max(free, key=lambda s: (storages[s].hint, -s))
+
+
+def _short(op: Operation) -> str:
+    """A kernel's name stem: the op's name, or fused_<kind>."""
+    if isinstance(op, FusedOp):
+        return f"fused_{op.kind.data}"
+    return op.name.removeprefix("lp.")
 
 
 def _max_size(terms: list[Dim]) -> Dim:
