@@ -105,6 +105,7 @@ class KernelRequest:
 
 Generator = Callable[[KernelRequest], NativeKernel | None]
 _GENERATORS: dict[type, list[tuple[str | None, Generator]]] = {}
+_LOADED = False
 
 
 def register(
@@ -126,13 +127,16 @@ def _load_generators() -> None:
 
     import lpcc.codegen.llvm.kernels as pkg
 
+    global _LOADED
+    _LOADED = True
+
     for info in pkgutil.iter_modules(pkg.__path__):
         importlib.import_module(f"{pkg.__name__}.{info.name}")
 
 
 def generate(req: KernelRequest) -> NativeKernel | None:
     """The first registered generator's kernel for `req`, or None (reference)."""
-    if not _GENERATORS:
+    if not _LOADED:
         _load_generators()
     op = req.op
     kind = getattr(getattr(op, "kind", None), "data", None)

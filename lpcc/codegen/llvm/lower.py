@@ -82,7 +82,8 @@ def run_native(
     env: dict[str, int] = {}
     arrays = []
     for i, (arg, x) in enumerate(zip(args, inputs, strict=True)):
-        x = np.ascontiguousarray(np.asarray(x, elem(arg).value_dtype))
+        x = np.asarray(x, elem(arg).value_dtype)
+        x = np.ascontiguousarray(x).reshape(x.shape)  # keeps rank 0
         bind(shape(arg), x.shape, env, f"input #{i}")
         if i in nk.repack:
             x = np.ascontiguousarray(nk.repack[i].fn(x), np.uint8)
