@@ -301,10 +301,7 @@ class _Lowering:
 
     def _call(self, op: Operation) -> bool:
         """A call of `op`'s kernel; False for a fused region to split (cpu)."""
-        operands: list[SSAValue] = []
-        for v in op.operands:
-            if v not in operands:
-                operands.append(v)
+        operands = distinct_operands(op)
         kernel, repack = self._kernel(op, operands)
         if kernel is None:
             return False
@@ -343,32 +340,7 @@ class _Lowering:
         self, op: Operation, operands: list[SSAValue]
     ) -> tuple[str | None, dict[int, object]]:
         """The kernel's name and its repacked inputs (None: split the region)."""
-        types = [v.type for v in operands]
-        block = Block(arg_types=types)
-        clone = op.clone(
-            value_mapper=dict(zip(operands, block.args, strict=True)),
-            clone_name_hints=False,
-        )
-        for inner in clone.walk():  # names do not change what a kernel computes
-            inner.attributes.pop(NAME_ATTR, None)
-        block.add_op(clone)
-        block.add_op(func.ReturnOp(*clone.results))
-        attrs = []
-        for v in operands:
-            dims = lp.value_dims(v)
-            d = (
-                {DIMS_ATTR: StringAttr(format_dims(dims))}
-                if any(isinstance(x, str) for x in dims)
-                else {}
-            )
-            attrs.append(DictionaryAttr(d))
-        dynamic = any(a.data for a in attrs)
-        kfn = func.FuncOp(
-            "kernel",
-            (types, [r.type for r in clone.results]),
-            Region(block),
-            arg_attrs=ArrayAttr(attrs) if dynamic else None,
-        )
+        kfn = kernel_function(op, operands)
         text = print_module(ModuleOp([kfn]))
         if self.target == "cpu":
             consts = tuple(i for i, v in enumerate(operands) if v in self.lazy)
@@ -553,6 +525,50 @@ class _Lowering:
         if big:
             return min(big, key=lambda s: (storages[s].hint, s))
         return max(free, key=lambda s: (storages[s].hint, -s))
+
+
+def kernel_function(op: Operation, operands: Sequence[SSAValue]) -> func.FuncOp:
+    """`func.func @kernel` computing `op` from its distinct `operands`.
+
+    What one kernel runs: the op cloned onto the function's arguments (names
+    dropped, so identical ops give identical text), dynamic sizes carried in
+    the arguments' `lp.dims`.
+    """
+    types = [v.type for v in operands]
+    block = Block(arg_types=types)
+    clone = op.clone(
+        value_mapper=dict(zip(operands, block.args, strict=True)),
+        clone_name_hints=False,
+    )
+    for inner in clone.walk():  # names do not change what a kernel computes
+        inner.attributes.pop(NAME_ATTR, None)
+    block.add_op(clone)
+    block.add_op(func.ReturnOp(*clone.results))
+    attrs = []
+    for v in operands:
+        dims = lp.value_dims(v)
+        d = (
+            {DIMS_ATTR: StringAttr(format_dims(dims))}
+            if any(isinstance(x, str) for x in dims)
+            else {}
+        )
+        attrs.append(DictionaryAttr(d))
+    dynamic = any(a.data for a in attrs)
+    return func.FuncOp(
+        "kernel",
+        (types, [r.type for r in clone.results]),
+        Region(block),
+        arg_attrs=ArrayAttr(attrs) if dynamic else None,
+    )
+
+
+def distinct_operands(op: Operation) -> list[SSAValue]:
+    """`op`'s operands, each once, in first-use order (a kernel's arguments)."""
+    operands: list[SSAValue] = []
+    for v in op.operands:
+        if v not in operands:
+            operands.append(v)
+    return operands
 
 
 def _short(op: Operation) -> str:

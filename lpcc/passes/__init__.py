@@ -52,4 +52,5 @@ def get_all_passes() -> dict[str, Callable[[], type[ModulePass]]]:
         "fuse-table-precompute": _lpcc("fuse_table_precompute", "FuseTablePrecompute"),
         "lut-gemm": _lpcc("lut_gemm", "LutGemm"),
         "symmetrize-tables": _lpcc("symmetrize_tables", "SymmetrizeTables"),
+        "tile": _lpcc("tile", "Tile"),
     }

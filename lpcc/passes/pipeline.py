@@ -69,8 +69,9 @@ def default_pipeline(
         return ""
     cleanup = ["fold-constants", "canonicalize", "cse"]
     fusion = ["fuse-epilogue", "fuse-elementwise"]
+    tile = ["tile"] if target == "cpu" else []  # record the kernels' tiles
     if opt_level == 1:
-        return ",".join([*cleanup, *fusion, "dce"])
+        return ",".join([*cleanup, *fusion, "dce", *tile])
     from lpcc.passes.kernel_choice import format_overrides, normalize_overrides
 
     override = format_overrides(normalize_overrides(kernels))
@@ -85,6 +86,7 @@ def default_pipeline(
             *fusion,
             "fuse-table-precompute",
             "dce",
+            *tile,
         ]
     )
 

@@ -55,9 +55,12 @@ def test_levels() -> None:
     o1, o2 = names(default_pipeline(1)), names(default_pipeline(2))
     assert "fuse-elementwise" in o1 and "lut-gemm" not in o1
     assert set(o1) <= set(o2)
-    # Every pass lpcc registers is in the -O2 pipeline, except quantize (it
-    # runs when quant= asks) and xDSL's dce/cse/canonicalize, which are too.
-    assert set(get_all_passes()) - {"quantize"} <= set(o2)
+    # Every pass lpcc registers is in the cpu -O2 pipeline, except quantize
+    # (it runs when quant= asks); tile only records CPU kernels' tiles.
+    o2_cpu = names(default_pipeline(2, target="cpu"))
+    assert set(get_all_passes()) - {"quantize"} <= set(o2_cpu)
+    assert "tile" not in o2 and o2_cpu[-1] == "tile"
+    assert names(default_pipeline(1, target="cpu"))[-1] == "tile"
     with pytest.raises(PipelineError, match="opt_level must be one of 0, 1, 2"):
         default_pipeline(3)
     with pytest.raises(LpccError, match="unknown kernel kind 'fast'"):
