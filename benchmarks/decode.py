@@ -87,7 +87,7 @@ def main() -> None:
         t32 = _median_seconds(lambda: model(ids), args.repeat)
         rows.append(("torch f32 eager", 32.0, t32))
         bf16 = copy.deepcopy(model).to(torch.bfloat16)
-        t16 = _median_seconds(lambda: bf16(ids), args.repeat)
+        t16 = _median_seconds(lambda m=bf16: m(ids), args.repeat)
         rows.append(("torch bf16 eager", 16.0, t16))
         del bf16
         gc.collect()
@@ -98,11 +98,17 @@ def main() -> None:
             compile_s = time.perf_counter() - start
             x = ids.numpy()
             vm_run = cm._vm.run  # the VM directly: no torch conversion per call
-            t = _median_seconds(lambda: vm_run([x]), args.repeat)
+            t = _median_seconds(lambda r=vm_run, a=x: r([a]), args.repeat)
             native = sum(k.target == "cpu" for k in cm.program.kernels)
             bpw = cm.quant_report().bits_per_weight
-            rows.append((f"lpcc {quant} (compile {compile_s:.0f} s, {native} "
-                         f"native / {len(cm.program.kernels)} kernels)", bpw, t))
+            rows.append(
+                (
+                    f"lpcc {quant} (compile {compile_s:.0f} s, {native} "
+                    f"native / {len(cm.program.kernels)} kernels)",
+                    bpw,
+                    t,
+                )
+            )
             got = cm(ids)
             assert np.isfinite(got.numpy()).all()
             del cm

@@ -10,8 +10,8 @@ quantization's error), and time per token against torch eager.
 
 from __future__ import annotations
 
-import copy
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable

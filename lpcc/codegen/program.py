@@ -232,9 +232,7 @@ class _Lowering:
                 "reference target); run the lp pipeline before lowering"
             )
 
-    def _split(
-        self, op: FusedOp, where: str, impls: Mapping[type, object]
-    ) -> None:
+    def _split(self, op: FusedOp, where: str, impls: Mapping[type, object]) -> None:
         """Lower the ops of a fused region one by one (its values as buffers)."""
         body = op.regions[0].block
         for arg, operand in zip(body.args, op.operands, strict=True):

@@ -63,8 +63,7 @@ def tile_module(module: ModuleOp, isa: str = "auto") -> int:
     level = isa_mod.selected_isa(to_run=True) if isa == "auto" else isa
     if level not in isa_mod.LEVELS:
         raise IRError(
-            f"tile: unknown isa {isa!r}; use auto or one of "
-            f"{', '.join(isa_mod.LEVELS)}"
+            f"tile: unknown isa {isa!r}; use auto or one of {', '.join(isa_mod.LEVELS)}"
         )
     native = 0
     for fn in module.ops:

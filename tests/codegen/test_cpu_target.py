@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lpcc.runtime import VM, Kernel, load, save
 
 import lpcc
 from lpcc.codegen.llvm import isa as isa_mod
@@ -25,7 +26,6 @@ from lpcc.codegen.llvm.loader import CpuFeatureError
 from lpcc.codegen.program import build_program
 from lpcc.ir.dialect import parse_module
 from lpcc.models import MLP, SmallCNN, TinyGPT2, TinyLlama
-from lpcc.runtime import VM, Kernel, load, save
 
 pytestmark = pytest.mark.skipif(
     isa_mod.host_arch() != "x86_64", reason="native kernels are built for x86-64"
@@ -146,8 +146,11 @@ def test_loading_code_for_missing_features_fails_clearly(tmp_path: Path) -> None
     meta = dict(k.meta)
     meta["object"] = dict(meta["object"], features=["avx512-imaginary"])
     bad = dataclasses.replace(
-        program, kernels=[Kernel(k.name, k.target, k.kind, k.source, meta)]
-        + program.kernels[1:]
+        program,
+        kernels=[
+            Kernel(k.name, k.target, k.kind, k.source, meta),
+            *program.kernels[1:],
+        ],
     )
     path = save(bad, tmp_path / "bad.lpcc")
     with pytest.raises(CpuFeatureError, match="avx512-imaginary"):

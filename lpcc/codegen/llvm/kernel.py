@@ -200,7 +200,11 @@ class KernelBuilder:
         self.begin, self.end, self.argv = self.fn.args
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
         self.n_in = len(req.args)
-        self.n_out = len(req.func.function_type.outputs.data) if num_outputs is None else num_outputs
+        self.n_out = (
+            len(req.func.function_type.outputs.data)
+            if num_outputs is None
+            else num_outputs
+        )
         self.symbols: list[str] = []
         self._sym_values: dict[str, ir.Value] = {}
         self._ptrs: dict[int, ir.Value] = {}
@@ -305,14 +309,21 @@ class KernelBuilder:
         r = b.srem(x, y)
         fix = b.and_(
             b.icmp_signed("!=", r, ir.Constant(I64, 0)),
-            b.icmp_signed("!=", b.icmp_signed("<", r, ir.Constant(I64, 0)),
-                          b.icmp_signed("<", y, ir.Constant(I64, 0))),
+            b.icmp_signed(
+                "!=",
+                b.icmp_signed("<", r, ir.Constant(I64, 0)),
+                b.icmp_signed("<", y, ir.Constant(I64, 0)),
+            ),
         )
         return b.sub(q, b.zext(fix, I64))
 
     @contextlib.contextmanager
     def loop(
-        self, start: ir.Value | int, stop: ir.Value | int, step: int = 1, name: str = "i"
+        self,
+        start: ir.Value | int,
+        stop: ir.Value | int,
+        step: int = 1,
+        name: str = "i",
     ) -> Iterator[ir.Value]:
         """`for i in range(start, stop, step)` (step > 0); yields the i64 index."""
         b = self.b
