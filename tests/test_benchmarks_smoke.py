@@ -1,0 +1,200 @@
+"""Smoke tests of the benchmark harness (benchmarks/_harness.py, gemv.py, _ggml.py).
+
+Toy sizes only, and no speed is asserted: these check that the timing,
+rotation, roofline and probe helpers compute what they claim, that each
+column of gemv.py multiplies the right matrix (NMSE against the fp32
+product), and that bytes per weight are counted as derived by hand.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import _harness
+import gemv
+
+
+def test_time_calls_rotates_over_every_callable() -> None:
+    counts = [0, 0, 0]
+
+    def make(i: int):
+        def call() -> None:
+            counts[i] += 1
+
+        return call
+
+    t = _harness.time_calls(
+        [make(0), make(1), make(2)], target_s=0.001, min_reps=30, warmup_s=0.0
+    )
+    assert t.reps >= 30
+    assert 0 <= t.min_us <= t.median_us <= t.p90_us
+    # Timed calls go round-robin: equal shares up to one.
+    assert max(counts) - min(counts) <= 3
+    assert min(counts) >= 10
+
+
+def test_time_calls_divides_by_nodes() -> None:
+    t = _harness.time_calls(
+        [lambda: None], target_s=0.0, min_reps=5, max_reps=5, per_call_div=1
+    )
+    t4 = _harness.time_calls(
+        [lambda: sum(range(20000))], target_s=0.0, min_reps=25, per_call_div=4
+    )
+    assert t.reps == 5
+    assert t4.median_us > 0
+
+
+def test_copies_and_roofline_by_hand() -> None:
+    assert _harness.copies_for(10_000_000, cold=False) == 1
+    assert _harness.copies_for(10_000_000, cold=True) == 16  # 160 MB / 10 MB
+    assert _harness.copies_for(9_000_000, cold=True) == 18  # ceil(17.8)
+    assert _harness.copies_for(100, cold=True, cold_bytes=1000) == 10
+    # 1e9 bytes at 1 GB/s is one second.
+    assert _harness.roofline_us(1e9, 1.0) == pytest.approx(1e6)
+    # 4096x4096 at 4.5 bits per weight and 16.2 GB/s: 9,437,184 B -> 582.5 us.
+    assert _harness.roofline_us(4096 * 4096 * 4.5 / 8, 16.2) == pytest.approx(
+        582.5, abs=0.1
+    )
+
+
+def test_nmse() -> None:
+    ref = np.array([3.0, 4.0])
+    assert _harness.nmse(ref, ref) == 0
+    assert _harness.nmse(np.zeros(2), ref) == 1
+    assert _harness.nmse(ref * 1.1, ref) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dram_probe_reads_every_byte(threads: int) -> None:
+    from lpcc.codegen.llvm.pool import split_rows
+
+    probe = _harness.DramProbe(mib=1)
+    rng = np.random.default_rng(threads)
+    probe.buffer[:] = rng.integers(0, 256, probe.buffer.size, dtype=np.uint8)
+    bw = probe.measure(threads, samples=2, gap_s=0.0)
+    assert len(bw.samples) == 2 and all(s > 0 for s in bw.samples)
+    words = probe.buffer.view(np.int32)
+    per_row = 4096 // 4
+    for begin, end in split_rows(probe.rows, threads, 1):
+        want = np.bitwise_xor.reduce(words[begin * per_row : end * per_row])
+        assert probe.results[begin] == want
+    probe.close()
+
+
+def test_table_aligns_columns() -> None:
+    text = _harness.table(["name", "us"], [["a", 1.234], ["long name", 1234.0]])
+    lines = text.splitlines()
+    assert lines[0] == "name         us"
+    assert lines[1] == "---------  ----"
+    assert lines[2] == "a          1.23"
+    assert lines[3] == "long name  1234"
+
+
+def test_gemv_options() -> None:
+    assert gemv.quant_spec("1", 128) == "uint1-g128"
+    assert gemv.quant_spec("4", 64) == "int4-g64"
+    assert gemv.quant_spec("f4e2m1", 32) == "f4e2m1-g32"
+    assert gemv.ggml_types(["2", "4"]) == ["Q4_0", "Q4_K", "Q2_K", "TQ2_0"]
+    a = gemv.parse_args(["--shapes", "256x128,512x64", "--m", "1,16", "--quick"])
+    assert a.shapes == [(256, 128), (512, 64)] and a.m == [1, 16]
+    assert a.target_s <= 0.3
+    with pytest.raises(SystemExit):
+        gemv.parse_args(["--bits", "9"])
+
+
+def test_gemv_toy_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """lpcc and torch columns on a 128x64 matrix: right products, right bytes."""
+    k, n = 128, 64
+    run = gemv.main(
+        [
+            "--shapes",
+            f"{k}x{n}",
+            "--m",
+            "1",
+            "--bits",
+            "4",
+            "--threads",
+            "1",
+            "--regimes",
+            "cold",
+            "--cold-mb",
+            "0.05",
+            "--columns",
+            "lpcc,torch",
+            "--target-s",
+            "0.005",
+            "--probe-mib",
+            "4",
+            "--quick",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "goals" in out and f"K={k} N={n} M=1, cold" in out
+    by = {p.family + ":" + p.method.split(" [")[0]: p for p in run.points}
+    lp = by["lpcc:lpcc int4-g128"]
+    bf16 = by["torch:torch bf16 F.linear"]
+    i4 = by["torch:torch int4pack_mm g128 (bf16 act)"]
+    # Bytes per weight, by hand: int4 codes + one f16 scale per 128 weights;
+    # torch int4: codes + bf16 scale and zero per 128; bf16: 16 bits.
+    assert lp.bpw == pytest.approx(4 + 16 / 128)
+    assert i4.bpw == pytest.approx(4 + 32 / 128)
+    assert bf16.bpw == 16
+    # Cold rotation: enough copies for 0.05 MB.
+    assert lp.copies == int(np.ceil(0.05e6 / lp.weight_bytes))
+    # Products against the fp32 weights: bf16 rounding (~1e-5), int4 RTN
+    # quantization of N(0, sigma^2) weights (~1e-2; 0.05 leaves margin, a wrong
+    # product gives ~1 or more).
+    assert bf16.nmse < 1e-4
+    assert lp.nmse < 0.05
+    assert i4.nmse < 0.05
+
+
+def test_ggml_column_when_installed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python (the bench extra) is not installed")
+    import _ggml  # not `import llama_cpp`: see _ggml.Ggml
+
+    g = _ggml.Ggml()
+    k, n = 256, 64
+    w = _harness.bench_weights(n, k)
+    backend = g.ggml_backend_cpu_init()
+    try:
+        layouts = [False] + ([True] if g.repack_buft and g.ggml_cpu_has_avx2() else [])
+        for repacked in layouts:  # llama.cpp repacks Q4_0 on every AVX2 CPU
+            bench = _ggml.MatmulBench(g, "Q4_0", w, copies=2, repacked=repacked)
+            try:
+                # Q4_0: blocks of 32 weights in 18 bytes (f16 scale + 16 B codes).
+                assert bench.nbytes == n * k // 32 * 18
+                (rec,) = bench.run_points(backend, [3], [1], 2, w, target_s=0.001)
+                assert rec["m"] == 3 and rec["copies"] == 2
+                assert rec["nmse"] < 0.05  # Q4_0 RTN: ~8e-3 on N(0, sigma^2)
+            finally:
+                bench.close()
+        if not g.ggml_cpu_has_avx512() and g.repack_buft:
+            # llama.cpp repacks Q2_K only with AVX-512: refused, not crashed.
+            with pytest.raises(ValueError):
+                _ggml.MatmulBench(g, "Q2_K", w, copies=1, repacked=True)
+    finally:
+        g.ggml_backend_free(backend)
+
+
+def test_point_stat_and_rates_by_hand() -> None:
+    t = _harness.Timing(median_us=200.0, min_us=100.0, p90_us=300.0, reps=10)
+    p = gemv.Point("lpcc", "x", 4, 4096, 4096, 1, 1, "cold", 8_650_752, 19, t)
+    assert p.bpw == pytest.approx(4.125)  # 8,650,752 B * 8 / 4096^2
+    assert p.us == 200.0
+    assert p.gflops == pytest.approx(2 * 4096 * 4096 / 200e-6 / 1e9)
+    p.stat = "min"
+    assert p.us == 100.0
+    run = gemv.Run(bandwidth={1: [10.0, 12.0, 20.0]})
+    assert run.bw(1) == 12.0 and run.bw(2) is None
+    run.stat = "min"
+    assert run.bw(1) == 20.0  # fastest probe sample goes with fastest calls
