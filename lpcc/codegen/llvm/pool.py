@@ -307,10 +307,12 @@ class Pool:
     forces the Python workers. One `run` at a time: a `run` issued while
     another is in progress (another thread, or a kernel calling back into
     the pool) runs on its caller's thread alone. `spin_ticks`: how long an
-    idle native worker spins (cycle-counter ticks, ~1 ms by default) before
-    it sleeps; spinning makes back-to-back kernels cheap to hand out (a
-    cold 4096x4096 GEMV is ~0.3 ms per half: a 30 us spin made the next call
-    pay a futex wake-up, 340 vs 230 us at int2, 2 threads).
+    idle native worker spins (cycle-counter ticks, ~30 us by default) before
+    it sleeps; spinning makes back-to-back kernels cheap to hand out. Measured
+    trade-off: on an idle machine a ~1 ms spin saved a futex wake-up per cold
+    4096x4096 GEMV (340 -> 230 us, int2, 2 threads), but with the 2 cores
+    busy a 1 ms spin made 2-thread calls 20x slower (6.5 ms vs 0.3 ms), so
+    the default stays short.
     """
 
     def __init__(

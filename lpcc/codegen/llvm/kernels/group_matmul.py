@@ -18,10 +18,13 @@ bits, and float formats of at most 8 bits with float activations.
 
 Two activation paths:
 
-* float x (f32 values): each weight code becomes an f32 lane (shift/mask or
-  sign-extend, `sitofp`; float formats through a 16-entry `vpermps` table or a
-  256-entry table), one FMA per weight and row of x; P per group in f32, then
-  the epilogue y += s (P - z S) in f32. P's error is f32 reassociation only.
+* float x (f32 values): each weight code becomes an f32 lane (`sitofp` of
+  the field; float formats through a 16-entry `vpermps` table, else a gather
+  from the 2^b-entry table), one FMA per weight and row of x; P per group in
+  f32, then the epilogue y += s (P - z S) in f32. Int codes of <= 4 bits are
+  masked in place (u 2^(w t)) against x pre-scaled by 2^(-w t) once per tile,
+  which saves a shift per weight. The error is f32 reassociation only
+  (tests/codegen/test_group_matmul.py derives the bound).
 * int8 x (W4A8 from `dequant-after-group-gemm{act="int8"}`): P is exact int32
   (`vpmaddubsw`+`vpmaddwd` on AVX2, `vpdpbusd` on AVX-512, `vpmaddwd` on
   sign-extended bytes for 8-bit AVX2 weights, i32 multiplies on "generic");
@@ -37,8 +40,9 @@ products the kernel never adds: padded k slots are skipped or meet x = 0).
   in one power-of-two field of w bits (3 bits in 4, 5..7 in 8; measured
   faster than planes, see `_plan`): for each block, group and unit of
   U = 32 / w k values, V vectors of VL dwords, lane = row, bits [w j, w j + w)
-  = k = U u + j. Signed codes are two's complement in the field (shl + ashr
-  sign-extends), unsigned ones and float-format codes plain (lshr + and).
+  = k = U u + j. Codes of <= 4 bits are biased to unsigned (q - min, masked
+  in place, P = sum u x + min S); signed bytes are two's complement (shl +
+  ashr sign-extends); unsigned and float-format codes plain (lshr + and).
 * "quads" (int8 x on AVX2/AVX-512), memory-bound, so a code of b bits is
   split into power-of-two planes (3 = 2+1, 5 = 4+1, 6 = 4+2, 7 = 4+2+1): a
   byte vector is VL rows x 4 consecutive k (one dword per row: what
@@ -50,7 +54,8 @@ products the kernel never adds: padded k slots are skipped or meet x = 0).
 
 Scales (and zeros) are repacked the same way as their own streams, [block]
 [group][R] (f16 for f16 scales on AVX2/AVX-512, bf16 for bf16, else f32), so
-each thread reads three contiguous ranges. The kernel's rows are the blocks
+each thread reads up to three contiguous ranges (a `Repack` sees one
+constant, so they cannot share the code stream). The kernel's rows are the blocks
 (granule 1); inside a block, rows of x go in tiles of up to 4 that reuse each
 unpacked weight vector, and a software prefetch runs 1 KiB ahead of the codes.
 """
@@ -95,6 +100,7 @@ _ACC_MAX = {"avx512": 24, "avx2": 12, "generic": 6}
 _PREFETCH = 1024  # bytes ahead on the code stream
 _PW_BLOCK = 128  # NumPy's PW_BLOCKSIZE (pairwise summation)
 _TERMS_LIMIT = 256 * 1024  # stack bytes for the f64 terms of an int8 tile
+_XS_MAX_K = 16384  # pre-scaled x of a tile on the stack: 4 rows x K floats
 _F32 = np.dtype(np.float32)
 
 
@@ -462,8 +468,9 @@ def _fused_problem(req: KernelRequest) -> _Problem | None:
     tail = None
     if tail_ops or yld.operands[0] is not red.result:
         tail = _tail(req, red, tail_ops, consts, arg, yld.operands[0])
-        if tail is None:
-            return None
+        repacked = {base["w"], extra["scale"], extra.get("zero")}
+        if tail is None or any(slot in repacked for slot, _ in tail.args.values()):
+            return None  # (a tail reading a repacked input would see its bytes)
     return _Problem(mode="fused", **base, **extra, tail=tail)
 
 
@@ -586,6 +593,7 @@ def _plan(prob: _Problem, isa: str) -> _Plan:
             and isinstance(wdt, IntType)
             and width <= 4
             and prob.g % step == 0
+            and prob.k <= _XS_MAX_K
         )
         if isinstance(wdt, FloatType):
             stored = "float"
@@ -759,9 +767,14 @@ class _Gen:
     # ---- top level
     def emit(self) -> NativeKernel:
         kb, b, p, pl = self.kb, self.b, self.prob, self.plan
-        self.terms = None
+        self.terms = self.xs_buf = self.xsum_buf = None
+        top = self.tiles()[0]
         if p.mode == "fused" and p.xint:
-            self.terms = _var(kb, F64, "terms", self.tiles()[0] * p.gn * pl.r)
+            self.terms = _var(kb, F64, "terms", top * p.gn * pl.r)
+        if pl.scaled:  # shared by the tile sizes
+            self.xs_buf = _var(kb, F32, "xs", top * p.k)
+            if int(p.wdt.min):
+                self.xsum_buf = _var(kb, F32, "xsum", top * p.gn)
         with kb.loop(kb.begin, kb.end, 1, "blk") as blk:
             self.blk = blk
             self.wblk = kb.gep(
@@ -786,7 +799,7 @@ class _Gen:
         p, pl = self.prob, self.plan
         planes = "+".join(str(w) for w, _ in pl.planes)
         return (
-            f"gg-{pl.layout}-{self.isa}[{p.wdt.name} {p.n}x{p.k} g{p.g} "
+            f"gg-{pl.layout}-{pl.isa}[{p.wdt.name} {p.n}x{p.k} g{p.g} "
             f"planes {planes} {pl.stored} rows {pl.r}/{pl.vl} unit {pl.unit}]"
         )
 
@@ -863,9 +876,8 @@ class _Gen:
         ((w, _),) = pl.planes
         step = pl.step
         scale = [1.0 if w * (t + 1) == 32 else 2.0 ** (-w * t) for t in range(step)]
-        xs = _var(kb, F32, "xs", mt * p.k)
-        wmin = int(p.wdt.min)
-        sbuf = _var(kb, F32, "xsum", mt * p.gn) if wmin else None
+        xs, sbuf = self.xs_buf, self.xsum_buf
+        assert xs is not None
         vty = _vec(F32, step)
         pat = ir.Constant(vty, [ir.Constant(F32, c) for c in scale])
         red = _intrinsic(
