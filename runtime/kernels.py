@@ -125,7 +125,7 @@ def _reference_loader(kernel: Kernel) -> KernelFn:
 register_kernel_loader("reference", _reference_loader)
 
 
-# -- the cpu target: native object code from lpcc.codegen.llvm ---------------------------
+# -- the cpu target: native object code from lpcc.codegen.llvm --------------------
 
 CPU_NEEDS_LLVMLITE = (
     "this program's kernels are native CPU code, which lpcc links with llvmlite: "
