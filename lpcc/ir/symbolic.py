@@ -125,6 +125,46 @@ def evaluate(expr: Dim, env: Mapping[str, int]) -> int:
     return ev(_check(expr))
 
 
+def dim_mul(a: Dim, b: Dim) -> Dim:
+    """a * b as a size: an int when both are, else an expression."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a * b
+    if a == 0 or b == 0:
+        return 0
+    if a == 1:
+        return b
+    if b == 1:
+        return a
+    return f"({a})*({b})"
+
+
+def dim_prod(dims: Sequence[Dim]) -> Dim:
+    """The product of sizes (an int when all are static)."""
+    out: Dim = 1
+    for d in dims:
+        out = dim_mul(out, d)
+    return out
+
+
+def dim_ceil_div(a: Dim, b: Dim) -> Dim:
+    """ceil(a / b) as a size."""
+    if isinstance(a, int) and isinstance(b, int):
+        return -(-a // b)
+    return f"CeilDiv({a}, {b})"
+
+
+def dim_min(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return min(a, b)
+    return f"Min({a}, {b})"
+
+
+def dim_max(a: Dim, b: Dim) -> Dim:
+    if isinstance(a, int) and isinstance(b, int):
+        return max(a, b)
+    return f"Max({a}, {b})"
+
+
 def evaluate_shape(shape: Sequence[Dim], env: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(evaluate(d, env) for d in shape)
 

@@ -105,6 +105,8 @@ from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
 from lpcc.ir.dtypes import DType, FloatType, IntType
 from lpcc.ir.symbolic import Dim
+from lpcc.ir.symbolic import dim_mul as _mul
+from lpcc.ir.symbolic import dim_prod as _prod
 
 __all__ = [
     "Emitter",
@@ -1035,23 +1037,6 @@ class _Plan:
     reductions: list[Operation]
     iota_group: dict[Operation, int]  # -1: the iota's index is always 0
     red_count: Dim = 1  # elements each reduction combines
-
-
-def _mul(a: Dim, b: Dim) -> Dim:
-    if isinstance(a, int) and isinstance(b, int):
-        return a * b
-    if a == 1:
-        return b
-    if b == 1:
-        return a
-    return f"({a})*({b})"
-
-
-def _prod(dims: Sequence[Dim]) -> Dim:
-    out: Dim = 1
-    for d in dims:
-        out = _mul(out, d)
-    return out
 
 
 def _ceil_div(a: Dim, k: int) -> Dim:

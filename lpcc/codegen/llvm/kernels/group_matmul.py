@@ -90,6 +90,7 @@ from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
 from lpcc.ir.dtypes import DType, FloatType, IntType
 from lpcc.ir.symbolic import Dim
+from lpcc.ir.symbolic import dim_prod as _prod
 
 __all__ = ["emit_pairwise"]
 
@@ -250,17 +251,6 @@ def _suffix(ty: ir.Type) -> str:
     if isinstance(ty, ir.DoubleType):
         return "f64"
     return f"i{ty.width}"
-
-
-def _prod(dims: Sequence[Dim]) -> Dim:
-    """The product of sizes (an int when all are static)."""
-    total: Dim = 1
-    for d in dims:
-        if isinstance(d, int) and isinstance(total, int):
-            total *= d
-        elif d != 1:
-            total = d if total == 1 else f"({total})*({d})"
-    return total
 
 
 def _ceil(a: int, b: int) -> int:

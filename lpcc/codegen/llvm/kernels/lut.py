@@ -82,6 +82,7 @@ from lpcc.ir.dialect import lowp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
 from lpcc.ir.dtypes import IntType
 from lpcc.ir.symbolic import Dim
+from lpcc.ir.symbolic import dim_prod as _prod
 
 __all__ = ["Plan", "plan", "repack_planes", "repack_rows"]
 
@@ -93,19 +94,6 @@ HALF = ir.HalfType()
 
 
 # -- sizes --------------------------------------------------------------------------
-
-
-def _prod(dims: Sequence[Dim]) -> Dim:
-    """Product of ints and size expressions (a size expression if any is one)."""
-    out: Dim = 1
-    for d in dims:
-        if isinstance(out, int) and isinstance(d, int):
-            out *= d
-        elif out == 1:
-            out = d
-        elif d != 1:
-            out = f"({out})*({d})"
-    return out
 
 
 # -- what a request asks for --------------------------------------------------------

@@ -58,6 +58,11 @@ from lpcc.codegen.llvm.kernel import (
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
 from lpcc.ir.symbolic import Dim
+from lpcc.ir.symbolic import dim_ceil_div as d_cdiv
+from lpcc.ir.symbolic import dim_max as d_max
+from lpcc.ir.symbolic import dim_min as d_min
+from lpcc.ir.symbolic import dim_mul as d_mul
+from lpcc.ir.symbolic import dim_prod as d_prod
 
 _FEW_ROWS = 4  # M tiles up to which a unit streams B panel by panel (GEMV-like)
 # Below this many flops a kernel runs on one thread: handing a chunk to a
@@ -86,41 +91,6 @@ def tiling(isa: str) -> Tiling:
 
 
 # -- size arithmetic on ints and size expressions -----------------------------------
-
-
-def d_mul(a: Dim, b: Dim) -> Dim:
-    if isinstance(a, int) and isinstance(b, int):
-        return a * b
-    if a == 1:
-        return b
-    if b == 1:
-        return a
-    return f"({a})*({b})"
-
-
-def d_cdiv(a: Dim, b: Dim) -> Dim:
-    if isinstance(a, int) and isinstance(b, int):
-        return -(-a // b)
-    return f"CeilDiv({a}, {b})"
-
-
-def d_min(a: Dim, b: Dim) -> Dim:
-    if isinstance(a, int) and isinstance(b, int):
-        return min(a, b)
-    return f"Min({a}, {b})"
-
-
-def d_max(a: Dim, b: Dim) -> Dim:
-    if isinstance(a, int) and isinstance(b, int):
-        return max(a, b)
-    return f"Max({a}, {b})"
-
-
-def d_prod(dims: Sequence[Dim]) -> Dim:
-    out: Dim = 1
-    for d in dims:
-        out = d_mul(out, d)
-    return out
 
 
 # -- llvmlite helpers -----------------------------------------------------------------

@@ -48,6 +48,8 @@ from lpcc.codegen.llvm.kernel import (
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dtypes import DType, FloatType, IntType
 from lpcc.ir.symbolic import Dim
+from lpcc.ir.symbolic import dim_mul as _mul
+from lpcc.ir.symbolic import dim_prod as _prod
 
 # Each thread's share of a kernel is at least this many bytes (smaller
 # tensors run as one chunk: the pool's hand-off costs more than the copy).
@@ -65,26 +67,6 @@ _NOVEC_TAG = "lpcc.novec"
 
 
 # -- size expressions ----------------------------------------------------------
-
-
-def _mul(a: Dim, b: Dim) -> Dim:
-    """a * b as a size (int when both are)."""
-    if isinstance(a, int) and isinstance(b, int):
-        return a * b
-    if a == 1:
-        return b
-    if b == 1:
-        return a
-    if a == 0 or b == 0:
-        return 0
-    return f"({a})*({b})"
-
-
-def _prod(dims: Sequence[Dim]) -> Dim:
-    out: Dim = 1
-    for d in dims:
-        out = _mul(out, d)
-    return out
 
 
 def _guess(d: Dim) -> int:
