@@ -5,19 +5,22 @@ loader of its target, `lpcc.runtime.kernels`) and turns each constant's
 packed codes into values once. `run(inputs)` then
 
 1. checks the inputs (count, rank, sizes, dtype), binding the size symbols
-   from their shapes, and raises `InputError` naming the parameter;
-2. walks the instructions: `alloc` makes a uint8 storage of the evaluated
-   size, a buffer is placed in its storage (a typed view of the storage's
-   first bytes) just before a kernel or copy writes it, `view` reshapes,
-   `free` drops the storage and every buffer placed in it;
+   from their shapes, and raises `InputError` naming the parameter; inputs
+   that already are C-contiguous arrays of a static shape and an exact dtype
+   skip the checks (`_fast_inputs`);
+2. runs the `RunPlan` of those sizes (`plan.py`, made on the first run with
+   them and kept per thread): temporaries live in one reused arena, native
+   kernels get pre-filled argvs, and only the addresses of the inputs and
+   of the storages that hold outputs change between runs;
 3. returns the outputs as arrays that nothing else refers to (each output
    owns its storage, a fresh one per run; anything else is copied).
 
-Storages are allocated per run, so one VM may run from several threads.
+Plans and arenas are per thread, so one VM may run from several threads.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,19 +28,13 @@ import numpy as np
 
 from lpcc.errors import DTypeError, LpccError
 from lpcc.ir.dtypes import IntType, dtype
-from lpcc.ir.symbolic import Dim, ShapeError, bind, evaluate, evaluate_shape
+from lpcc.ir.symbolic import ShapeError, bind, evaluate_shape
 
-from .kernels import ExecutionError, KernelFn, load_kernel
-from .program import (
-    Alloc,
-    Call,
-    Copy,
-    Free,
-    Program,
-    Return,
-    View,
-    value_dtype,
-)
+from .kernels import KernelFn, load_kernel
+from .plan import RunPlan
+from .program import Program, value_dtype
+
+_MAX_PLANS = 16  # run plans kept per thread (one per set of input sizes)
 
 
 class InputError(LpccError, ValueError):
@@ -70,6 +67,38 @@ class VM:
                 self._in_storage.setdefault(info.storage, []).append(b)
         self._np_dtypes = [value_dtype(info.dtype) for info in program.buffers]
         self._specs = [(s, dtype(s.dtype)) for s in program.inputs]
+        self._fast = self._fast_specs()
+        self._native = any(
+            getattr(fn, "native", None) is not None for fn in self._kernels.values()
+        )
+        self._local = threading.local()  # per thread: its RunPlans
+
+    def _fast_specs(self) -> list[tuple[np.dtype, tuple[int, ...]]] | None:
+        """(value dtype, shape) per input if every input may skip the checks.
+
+        Inputs with symbolic sizes bind symbols, and narrow ints and sub-f32
+        floats need a range check or rounding: those go the checked way.
+        """
+        fast = []
+        for spec, dt in self._specs:
+            if not all(isinstance(d, int) for d in spec.shape):
+                return None
+            want = dt.value_dtype
+            if isinstance(dt, IntType):
+                ok = want.kind == "b" or dt.bits == 8 * want.itemsize
+            else:
+                ok = dt.name == "f32"
+            if not ok:
+                return None
+            fast.append((want, tuple(spec.shape)))
+        return fast
+
+    @staticmethod
+    def _pool() -> Any:
+        """The native worker pool (imported here: numpy-only VMs never load it)."""
+        from lpcc.codegen.llvm.pool import default_pool
+
+        return default_pool()
 
     # -- inputs -----------------------------------------------------------------
     def _check_inputs(
@@ -160,89 +189,51 @@ class VM:
     # -- running ----------------------------------------------------------------
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run the program; returns one new array per output."""
-        p = self.program
-        arrays_in, env = self._check_inputs(inputs)
-        arrays: list[np.ndarray | None] = [None] * len(p.buffers)
-        for b, arr in zip(self._input_buf, arrays_in, strict=True):
-            arrays[b] = arr
-        for b, arr in zip(self._const_buf, self._constants, strict=True):
-            arrays[b] = arr
-        storages: dict[int, np.ndarray] = {}
-        memo: dict[str, int] = {}
+        arrays = self._fast_inputs(inputs)
+        if arrays is None:
+            arrays, env = self._check_inputs(inputs)
+        else:
+            env = {}
+        plans = getattr(self._local, "plans", None)
+        if plans is None:
+            plans = self._local.plans = {}
+        key = tuple(sorted(env.items()))
+        plan = plans.get(key)
+        if plan is None:
+            if len(plans) >= _MAX_PLANS:  # e.g. a growing sequence length
+                del plans[next(iter(plans))]
+            plan = plans[key] = RunPlan(
+                self.program,
+                self._kernels,
+                self._constants,
+                self._np_dtypes,
+                env,
+                self._where,
+            )
+        return plan.run(arrays, self._pool() if self._native else None)
 
-        def size(d: Dim) -> int:
-            """`d` under this run's sizes; each expression is parsed once a run."""
-            if isinstance(d, int):
-                return d
-            v = memo.get(d)
-            if v is None:
-                v = memo[d] = evaluate(d, env)
-            return v
+    def _fast_inputs(self, inputs: Sequence[Any]) -> list[np.ndarray] | None:
+        """`inputs` as they are if each already is what `_check_inputs` returns.
 
-        def place(b: int) -> np.ndarray:
-            info = p.buffers[b]
-            shape = tuple(map(size, info.shape))
-            dt = self._np_dtypes[b]
-            n = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-            assert info.storage is not None  # validate() checked it
-            store = storages[info.storage]
-            if n > store.size:
-                raise ExecutionError(
-                    f"buffer %{b} ({list(shape)} {dt}) needs {n} bytes, storage "
-                    f"st{info.storage} has {store.size}"
-                )
-            arr = store[:n].view(dt).reshape(shape)
-            arrays[b] = arr
-            return arr
-
-        for pc, ins in enumerate(p.instructions):
-            try:
-                if isinstance(ins, Call):
-                    ins_arrays = [arrays[b] for b in ins.inputs]
-                    outs = [place(b) for b in ins.outputs]
-                    self._kernels[ins.kernel](ins_arrays, outs, env)  # type: ignore[arg-type]
-                elif isinstance(ins, Alloc):
-                    nbytes = size(ins.nbytes)
-                    if nbytes < 0:
-                        raise ExecutionError(f"negative size {nbytes}")
-                    storages[ins.storage] = np.empty(nbytes, np.uint8)
-                elif isinstance(ins, View):
-                    src = arrays[ins.src]
-                    assert src is not None
-                    arrays[ins.dst] = src.reshape(tuple(map(size, ins.shape)))
-                elif isinstance(ins, Copy):
-                    np.copyto(place(ins.dst), arrays[ins.src])  # type: ignore[arg-type]
-                elif isinstance(ins, Free):
-                    del storages[ins.storage]
-                    for b in self._in_storage.get(ins.storage, ()):
-                        arrays[b] = None
-                elif isinstance(ins, Return):
-                    return self._outputs(ins, arrays)
-            except ExecutionError as err:
-                raise ExecutionError(f"{self._where(pc)}: {err}") from err
-            except Exception as err:  # a kernel's bug: say which instruction
-                raise ExecutionError(
-                    f"{self._where(pc)}: {type(err).__name__}: {err}"
-                ) from err
-        raise AssertionError("unreachable: validate() requires a ret")
+        That is: a C-contiguous array of the parameter's value dtype and static
+        shape, of a type whose values need no rounding or range check. Else
+        None, and the full check runs (and explains any error).
+        """
+        fast = self._fast
+        if fast is None or type(inputs) not in (list, tuple):
+            return None
+        if len(inputs) != len(fast):
+            return None
+        for x, (want, shape) in zip(inputs, fast, strict=True):
+            if (
+                type(x) is not np.ndarray
+                or x.dtype != want
+                or x.shape != shape
+                or not x.flags.c_contiguous
+            ):
+                return None
+        return list(inputs)
 
     def _where(self, pc: int) -> str:
         text = self.program.show_instruction(self.program.instructions[pc])
         return f"instruction #{pc} `{text}`"
-
-    def _outputs(
-        self, ret: Return, arrays: list[np.ndarray | None]
-    ) -> list[np.ndarray]:
-        """The returned buffers; a copy unless the array owns a fresh storage."""
-        out: list[np.ndarray] = []
-        seen: set[int] = set()
-        for b in ret.buffers:
-            arr = arrays[b]
-            assert arr is not None
-            storage = self.program.buffers[b].storage
-            if storage is None or storage in seen:
-                arr = arr.copy()
-            else:
-                seen.add(storage)
-            out.append(arr)
-        return out

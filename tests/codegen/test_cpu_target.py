@@ -186,3 +186,33 @@ func.func @main(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
     x = np.arange(32, dtype=np.float32).reshape(4, 8)
     (y,) = VM(program).run([x])
     np.testing.assert_array_equal(y, -np.cumsum(x, axis=1))
+
+
+def test_native_runs_from_several_threads_and_sizes() -> None:
+    """The run plan patches inputs and fresh outputs into fixed argvs per thread."""
+    import threading
+
+    vm = VM(_native_program())
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((n, 8)).astype(np.float32) for n in (1, 5, 33, 64)]
+    want = [vm.run([x])[0] for x in xs]  # one thread, then the same bits
+    for x, w in zip(xs, want, strict=True):
+        _close(torch.from_numpy(w), torch.from_numpy(np.exp(x) + x))
+    bad: list[int] = []
+
+    def work(i: int) -> None:
+        for _ in range(100):
+            (y,) = vm.run([xs[i]])
+            if not np.array_equal(y, want[i]):
+                bad.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
+    (y1,) = vm.run([xs[2]])
+    (y2,) = vm.run([xs[2] * 0])
+    assert np.array_equal(y1, want[2])  # not overwritten by y2
+    assert not np.shares_memory(y1, y2)

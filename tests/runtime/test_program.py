@@ -325,3 +325,101 @@ def test_execution_errors_name_the_instruction() -> None:
     msg = r"#3 `%4 = call k_exp\(%3\) .*`: IndexError"
     with pytest.raises(ExecutionError, match=msg):
         VM(p).run([np.zeros((2, 4), np.float32)])
+
+
+# -- the run plan (runtime/plan.py) ---------------------------------------------
+
+
+def test_outputs_of_one_run_survive_the_next() -> None:
+    vm = VM(base())
+    x1 = np.ones((2, 4), np.float32)
+    y1, z1 = vm.run([x1])
+    y2, z2 = vm.run([np.zeros((2, 4), np.float32)])
+    assert np.array_equal(y1, reference(x1)) and np.array_equal(z1, y1.reshape(-1))
+    assert np.array_equal(y2, reference(np.zeros((2, 4), np.float32)))
+    assert not np.shares_memory(y1, y2) and not np.shares_memory(z1, z2)
+
+
+def test_temporaries_share_one_arena_first_fit() -> None:
+    from lpcc.runtime.plan import RunPlan, _first_fit
+
+    assert _first_fit([], 10) == 0
+    assert _first_fit([(0, 10)], 5) == 64  # 64-byte aligned after the block
+    assert _first_fit([(64, 100)], 64) == 0  # fits in the gap before
+    assert _first_fit([(64, 100)], 65) == 128
+    vm = VM(base())
+    vm.run([np.ones((3, 4), np.float32)])
+    (plan,) = vm._local.plans.values()
+    assert isinstance(plan, RunPlan)
+    # st0 holds %5, which %6 returns: fresh per run; st1 (48 bytes) and
+    # nothing else is a temporary; st2 holds the returned copy: fresh.
+    assert plan._fresh_sizes == [48, 48]
+    assert plan._arena.nbytes == 48
+
+
+def test_one_vm_runs_on_several_threads() -> None:
+    import threading
+
+    vm = VM(base())
+    xs = [np.full((5, 4), i / 8, np.float32) for i in range(4)]
+    bad: list[int] = []
+
+    def work(i: int) -> None:
+        for _ in range(200):
+            y, _ = vm.run([xs[i]])
+            if not np.array_equal(y, reference(xs[i])):
+                bad.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert bad == []
+
+
+def test_a_plan_per_size_and_at_most_sixteen() -> None:
+    vm = VM(base())
+    for n in range(20):
+        x = np.full((n, 4), 0.25, np.float32)
+        assert np.array_equal(vm.run([x])[0], reference(x))
+    assert len(vm._local.plans) == 16
+    x = np.full((19, 4), 0.5, np.float32)  # the newest plan, reused
+    assert np.array_equal(vm.run([x])[0], reference(x))
+
+
+def test_inputs_the_fast_path_skips_still_get_checked() -> None:
+    from lpcc.ir.symbolic import evaluate
+
+    def fix(d: int | str) -> int:
+        return d if isinstance(d, int) else evaluate(d, {"s0": 2})
+
+    p = base()  # with s0 = 2: static shapes, so the fast path applies
+    p.inputs = [
+        dataclasses.replace(s, shape=tuple(map(fix, s.shape))) for s in p.inputs
+    ]
+    p.outputs = [
+        dataclasses.replace(s, shape=tuple(map(fix, s.shape))) for s in p.outputs
+    ]
+    p.buffers = [
+        dataclasses.replace(b, shape=tuple(map(fix, b.shape))) for b in p.buffers
+    ]
+    p.instructions = [
+        dataclasses.replace(i, nbytes=fix(i.nbytes))
+        if isinstance(i, Alloc)
+        else dataclasses.replace(i, shape=tuple(map(fix, i.shape)))
+        if isinstance(i, View)
+        else i
+        for i in p.instructions
+    ]
+    vm = VM(p)
+    assert vm._fast is not None
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
+    assert np.array_equal(vm.run([x])[0], reference(x))
+    with pytest.raises(InputError, match="expected dtype f32"):
+        vm.run([x.astype(np.float64)])
+    assert np.array_equal(vm.run([np.asfortranarray(x)])[0], reference(x))
+    with pytest.raises(InputError, match="dimension 0 is 3, expected 2"):
+        vm.run([np.zeros((3, 4), np.float32)])
+    with pytest.raises(InputError, match="list of input arrays"):
+        vm.run(x)  # type: ignore[arg-type]

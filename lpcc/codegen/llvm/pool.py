@@ -24,6 +24,7 @@ way.
 from __future__ import annotations
 
 import ctypes
+import functools
 import operator
 import os
 import sys
@@ -166,8 +167,12 @@ class PoolError(LpccError, ValueError):
 def default_num_threads() -> int:
     """The `num_threads` knob, with 0 meaning every core this process may use."""
     n = config.get("num_threads")
-    if n:
-        return n
+    return n or _usable_cores()
+
+
+@functools.cache
+def _usable_cores() -> int:
+    """Cores this process may run on (read once: every VM call asks)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1

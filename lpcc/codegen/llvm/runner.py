@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,6 +20,21 @@ from lpcc.ir.symbolic import evaluate
 
 from .loader import CompiledObject, load_object
 from .pool import default_pool
+
+
+class NativeEntry(NamedTuple):
+    """What the VM's run plan needs to call a kernel without `run`'s checks.
+
+    `entry(begin, end, argv)` computes rows [begin, end) of `rows` (an int or
+    a size expression), split over the pool in multiples of `granule`; argv
+    holds the inputs' and outputs' addresses, then the `symbols`' values.
+    """
+
+    entry: Any
+    rows: int | str
+    granule: int
+    symbols: tuple[str, ...]
+
 
 KernelFn = Callable[[list[np.ndarray], list[np.ndarray], dict[str, int]], None]
 
@@ -62,4 +77,5 @@ def native_kernel_fn(object_code: bytes, meta: dict[str, Any]) -> KernelFn:
             default_pool().run(entry, n, ctypes.addressof(argv), granule=granule)
 
     run.library = lib  # type: ignore[attr-defined]
+    run.native = NativeEntry(entry, rows, granule, tuple(symbols))  # type: ignore[attr-defined]
     return run
