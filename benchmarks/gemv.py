@@ -168,6 +168,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--regimes", default="cold,hot")
     p.add_argument("--columns", default="lpcc,torch,ggml")
     p.add_argument("--group", type=int, default=128, help="lpcc and torch int4 G")
+    p.add_argument(
+        "--lpcc-kernels",
+        default="auto",
+        help="lpcc kernel kinds to measure: auto (the kernel-choice rule), lut, "
+        "dequant (kernels={'*': kind}); e.g. auto,lut,dequant for an A/B run",
+    )
     p.add_argument("--target-s", type=float, default=1.0, help="timing per point")
     p.add_argument(
         "--cold-mb",
@@ -205,6 +211,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     a.columns = set(a.columns.split(","))
     if not a.columns <= {"lpcc", "torch", "ggml"}:
         p.error("--columns: any of lpcc,torch,ggml")
+    a.lpcc_kernels = [v.strip() for v in a.lpcc_kernels.split(",") if v.strip()]
+    if not a.lpcc_kernels or not set(a.lpcc_kernels) <= {"auto", "lut", "dequant"}:
+        p.error("--lpcc-kernels: any of auto,lut,dequant")
     a.samples = 5 if a.quick else 9
     if a.quick:
         a.target_s = min(a.target_s, 0.3)
@@ -307,24 +316,32 @@ def lpcc_points(run: Run, a: argparse.Namespace, k: int, n: int, tmp: Path) -> N
 
     lin = _linear(k, n)
     w64 = bench_weights(n, k).astype(np.float64)
-    for width in a.bits:
+    for width, kind in ((w, kd) for w in a.bits for kd in a.lpcc_kernels):
         q = quant_spec(width, a.group)
+        if kind == "lut" and width in FLOAT_FORMATS:
+            continue  # float codes have no bit planes
         for m in a.m:
             x = bench_activations(m, k)
             t0 = time.perf_counter()
             try:
-                cm = lpcc.compile(lin, (torch.from_numpy(x),), quant=q, target="cpu")
+                cm = lpcc.compile(
+                    lin,
+                    (torch.from_numpy(x),),
+                    quant=q,
+                    target="cpu",
+                    kernels=None if kind == "auto" else {"*": kind},
+                )
             except LpccError as err:
-                run.note(f"lpcc {q} {k}x{n} M={m}: target cpu not available ({err})")
+                run.note(f"lpcc {q} {kind} {k}x{n} M={m}: not compiled ({err})")
                 continue
             compile_s = time.perf_counter() - t0
             prog = cm.program
             nbytes = sum(len(c.data) for c in prog.constants)
             interp = [kn.name for kn in prog.kernels if kn.target != "cpu"]
-            method = f"lpcc {q}"
+            method = f"lpcc {q}" + ("" if kind == "auto" else f" {kind}")
             if interp:
                 method += f" [{len(interp)}/{len(prog.kernels)} interp]"
-            path = tmp / f"gemv_{q}_{k}x{n}_m{m}.lpcc"
+            path = tmp / f"gemv_{q}_{kind}_{k}x{n}_m{m}.lpcc"
             cm.save(path)
             del cm, prog
             ref = x.astype(np.float64) @ w64.T

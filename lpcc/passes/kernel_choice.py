@@ -1,31 +1,46 @@
 """Which GEMM kernel a quantized linear layer gets: LUT, dequant or dense.
 
-The rule (`choose_kernel(weight, m, target)`), from the measurements in
-../shared/notes/lut_gemm.md sections 0, 6 and 7. m is the number of
+The rule (`choose_kernel(weight, m, target)`). m is the number of
 activation rows that share one pass over the weights (tokens in the call;
 None when it is dynamic, i.e. decode-shaped):
 
 | target               | weight                      | m            | kernel    |
 | -------------------- | --------------------------- | ------------ | --------- |
 | "cuda"               | any quantized type          | any          | "dequant" |
-| "cpu", "reference"   | int/uint of <= 3 bits       | <= 8 or None | "lut"     |
-| "cpu", "reference"   | int/uint of <= 3 bits       | > 8          | "dequant" |
-| "cpu", "reference"   | int/uint of 4..8 bits       | any          | "dequant" |
+| "cpu", "reference"   | int/uint of <= 7 bits       | any          | "lut"     |
+| "cpu", "reference"   | int/uint of 8 bits          | any          | "dequant" |
 | "cpu", "reference"   | float types (f4e2m1, ...)   | any          | "dequant" |
 
 Why: on CUDA, tensor cores want dequantized fp16 tiles (LOP3 decoding,
-BitBLAS/Ladder). On CPU the T-MAC-style LUT kernel wins for B <= 3 bits
-and whenever the kernel is compute bound (few rows: decode); at 4 bits
-llama.cpp's repacked dequant kernels already reach the DRAM wall on x86
-(notes section 6: 203-210 us vs 246 us for LUT int4, 2 threads), and with
-many rows (prefill) the dequant GEMM amortizes the widening over m rows.
-Float weight types have no integer bit planes, so they cannot use LUT.
-"dense" (keep dequantize + matmul) is never chosen by the rule; it is for
+BitBLAS/Ladder). On the CPU, lpcc's own kernels measured side by side
+(`benchmarks/gemv.py --lpcc-kernels lut,dequant`, 4096x4096, group 128,
+cold, Zen 3 AVX2, 2026-11-23; us at 1 / 2 threads):
+
+| width | M  | lut          | dequant       |
+| ----- | -- | ------------ | ------------- |
+| int3  | 1  | 552 / 411    | 904 / 560     |
+| int4  | 1  | 708 / 447    | 1069 / 477    |
+| int5  | 1  | 895 / 632    | 1448 / 1028   |
+| int6  | 1  | 1086 / 777   | 1393 / 841    |
+| int7  | 1  | 1169 / 837   | 1492 / 895    |
+| int8  | 1  | 1520 / 787   | 1228 / 701    |
+| int2  | 16 | 2358 / 1807  | 7078 / 3658   |
+| int4  | 16 | 4951 / 2196  | 8548 / 4938   |
+| int4  | 64 | 16440 / 8541 | 28839 / 13976 |
+
+The LUT kernel reads b bit planes (b/8 bytes a weight) where the dequant
+kernel stores 5..7-bit codes in 8-bit fields, and its table lookups
+replace b multiply-adds by one; only at 8 bits does the dequant kernel's
+plain int8 stream win. With many rows the LUT kernel still wins, because
+its tables are built once per row and reused across all N outputs. Float
+weight types have no integer bit planes, so they cannot use LUT. "dense"
+(keep dequantize + matmul) is never chosen by the rule; it is for
 overrides (debugging, accuracy-critical layers).
 
-PROVISIONAL: the thresholds (3 bits, m <= 8) come from one 2-core Zen 5
-VM and published T-MAC figures; the CPU backend issue measures lpcc's own
-kernels and will revise this table.
+An earlier provisional rule (LUT only for <= 3 bits and m <= 8, from
+published T-MAC figures and llama.cpp on Zen 5) is superseded by these
+measurements; Zen 5 (AVX-512) has not been measured with lpcc's kernels,
+and the table should be rechecked there.
 
 Overrides: `pattern=kind` entries, fnmatch patterns over the weight's
 `lp.name` (its state_dict key), first match wins, e.g.
@@ -59,8 +74,8 @@ __all__ = [
 
 KINDS = ("lut", "dequant", "dense")
 TARGETS = ("cpu", "reference", "cuda")
-LUT_MAX_BITS = 3  # int/uint weights of at most this many bits go to LUT ...
-LUT_MAX_M = 8  # ... when at most this many activation rows share the weights
+LUT_MAX_BITS = 7  # int/uint weights of at most this many bits go to LUT
+LUT_MAX_M: int | None = None  # ... when at most this many rows share them
 LUT_WEIGHT_BITS = 8  # the LUT ops take int/uint codes of 1..8 bits
 
 Overrides = list[tuple[str, str]]
@@ -103,7 +118,7 @@ def choose_kernel(weight: DType, m: int | None, target: str) -> str:
     if (
         isinstance(weight, IntType)
         and weight.bits <= LUT_MAX_BITS
-        and (m is None or m <= LUT_MAX_M)
+        and (m is None or LUT_MAX_M is None or m <= LUT_MAX_M)
     ):
         return "lut"
     return "dequant"

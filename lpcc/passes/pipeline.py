@@ -58,7 +58,10 @@ def default_pipeline(
 
     `activations` ("float" | "int8") is the inner-sum type of
     dequant-after-group-GEMM; `kernels` maps weight-name patterns to a kernel
-    ("lut", "dequant", "dense") ahead of the rule.
+    ("lut", "dequant", "dense") ahead of the rule. Asking for int8
+    activations (W4A8, `-a8`) asks for that kernel: layers that `kernels`
+    does not name get "dequant", where the rule would pick LUT (which has
+    its own int8 tables and would leave the request without effect).
     """
     if opt_level not in OPT_LEVELS:
         raise PipelineError(
@@ -74,7 +77,10 @@ def default_pipeline(
         return ",".join([*cleanup, *fusion, "dce", *tile])
     from lpcc.passes.kernel_choice import format_overrides, normalize_overrides
 
-    override = format_overrides(normalize_overrides(kernels))
+    pairs = normalize_overrides(kernels)
+    if activations == "int8":
+        pairs.append(("*", "dequant"))  # after the user's: first match wins
+    override = format_overrides(pairs)
     select = f"select-kernels{{target={_quote(target)} override={_quote(override)}}}"
     return ",".join(
         [

@@ -82,8 +82,8 @@ def relative(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
 CASES = [
     ("int2-g32", 1, "lut"),
     ("uint3-g32-asym", 4, "lut"),
-    ("int3-g64", 12, "dequant"),  # prefill: M > 8
-    ("int4-g32", 1, "dequant"),
+    ("int3-g64", 12, "lut"),  # prefill: LUT at any M
+    ("int4-g32", 1, "lut"),
     ("uint8-g64-asym", 3, "dequant"),
     ("int4-g32-a8", 2, "dequant-a8"),
     ("f4e2m1-g32", 2, "dequant"),
