@@ -213,11 +213,15 @@ class RunPlan:
         static: list[np.ndarray | None],
         env: dict[str, int],
     ) -> tuple[Any, ...]:
-        """(entry, rows, granule, argv, argv address, patches) of one call."""
+        """(native, rows, argv, argv address, patches) of one call.
+
+        argv[0] is the kernel's status slot (`runner.NativeEntry`); the
+        kernel gets the address of argv[1].
+        """
         buffers = [*ins.inputs, *ins.outputs]
-        argv = (ctypes.c_int64 * max(len(buffers) + len(native.symbols), 1))()
+        argv = (ctypes.c_int64 * (1 + len(buffers) + len(native.symbols)))()
         patches: list[tuple[int, Root]] = []
-        for k, b in enumerate(buffers):
+        for k, b in enumerate(buffers, start=1):
             arr = static[b]
             root = self._root[b]
             if arr is not None:
@@ -225,19 +229,12 @@ class RunPlan:
             else:
                 assert root is not None
                 patches.append((k, root))
-        for k, s in enumerate(native.symbols, start=len(buffers)):
+        for k, s in enumerate(native.symbols, start=1 + len(buffers)):
             argv[k] = env[s]
         rows = (
             native.rows if isinstance(native.rows, int) else evaluate(native.rows, env)
         )
-        return (
-            native.entry,
-            rows,
-            native.granule,
-            argv,
-            ctypes.addressof(argv),
-            patches,
-        )
+        return (native, rows, argv, ctypes.addressof(argv) + 8, patches)
 
     # -- running ----------------------------------------------------------------
     def run(self, inputs: list[np.ndarray], pool: Any) -> list[np.ndarray]:
@@ -256,11 +253,14 @@ class RunPlan:
             kind = step[0]
             try:
                 if kind == "native":
-                    entry, rows, granule, argv, argv_addr, patches = natives[step[2]]
+                    native, rows, argv, argv_addr, patches = natives[step[2]]
                     for k, root in patches:
                         argv[k] = addr[root]
                     if rows > 0:
-                        pool.run(entry, rows, argv_addr, granule=granule)
+                        pool.run(native.entry, rows, argv_addr, granule=native.granule)
+                        if argv[0]:
+                            status, argv[0] = argv[0], 0
+                            native.check_status(status)
                 elif kind == "call":
                     _, _, fn, ins_b, outs_b = step
                     fn(

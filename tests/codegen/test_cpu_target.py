@@ -216,3 +216,22 @@ def test_native_runs_from_several_threads_and_sizes() -> None:
     (y2,) = vm.run([xs[2] * 0])
     assert np.array_equal(y1, want[2])  # not overwritten by y2
     assert not np.shares_memory(y1, y2)
+
+
+def test_a_kernel_error_raises_from_the_vm_and_the_vm_goes_on() -> None:
+    """An out-of-range token id: the embedding's take flags it (status slot),
+    the VM raises naming the instruction, and the next good call runs."""
+    from lpcc.runtime import ExecutionError
+
+    model = TinyLlama(seed=0).eval()
+    ids = torch.randint(0, 60, (1, 4))
+    cm = lpcc.compile(model, (ids,), target="cpu")
+    vm = VM(cm.program)
+    good = ids.numpy()
+    (want,) = vm.run([good])
+    bad = good.copy()
+    bad[0, 2] = 1000
+    with pytest.raises(ExecutionError, match=r"call k_take.*lp\.take \(dim 0\)"):
+        vm.run([bad])
+    (again,) = vm.run([good])
+    assert np.array_equal(again, want)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 from llvmlite import ir
+from lpcc.runtime.kernels import ExecutionError
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
@@ -440,15 +441,35 @@ def test_integer_div_alone_negative() -> None:
     assert out[0].tolist() == [-3, -3, 3, 3, 0, 127, -127]
 
 
-def test_integer_div_by_zero_gives_zero() -> None:
-    """The interpreter raises; a kernel cannot, so it writes 0 (documented)."""
-    x = np.array([5, -5, 3], np.int32)
-    y = np.array([0, 0, 2], np.int32)
+@pytest.mark.parametrize("where", [0, 20, 36])  # a vector body lane, the tail
+def test_integer_div_by_zero_raises_like_the_interpreter(where: int) -> None:
+    """The kernel flags the zero divisor in its status slot; the call raises."""
+    x = np.arange(1, 38, dtype=np.int32).reshape(1, 37)
+    y = np.full((1, 37), 3, np.int32)
+    y[0, where] = 0
     fn = make_fn(
-        [("int32", (3,)), ("int32", (3,))], lambda b, p, q: [b(lp.DivOp(p, q))]
+        [("int32", (1, 37)), ("int32", (1, 37))], lambda b, p, q: [b(lp.DivOp(p, q))]
     )
+    with pytest.raises(ValueError, match="division by zero"):
+        interp.run_function(fn, [x, y])
     for level in RUN:
-        assert native(fn, [x, y], level)[0].tolist() == [0, 0, 1]
+        with pytest.raises(ExecutionError, match=r"lp\.div: integer division by zero"):
+            native(fn, [x, y], level)
+        ok = np.where(y == 0, 1, y).astype(np.int32)  # same kernel, no zero
+        assert np.array_equal(native(fn, [x, ok], level)[0], x // ok)
+
+
+def test_integer_pow_negative_exponent_raises() -> None:
+    x = np.array([[2, 3, 4]], np.int16)
+    e = np.array([[1, -1, 2]], np.int16)
+    fn = make_fn(
+        [("int16", (1, 3)), ("int16", (1, 3))], lambda b, p, q: [b(lp.PowOp(p, q))]
+    )
+    with pytest.raises(ValueError, match="negative exponent"):
+        interp.run_function(fn, [x, e])
+    for level in RUN:
+        with pytest.raises(ExecutionError, match=r"lp\.pow: integer power with a neg"):
+            native(fn, [x, e], level)
 
 
 def test_bool_ops() -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
+from lpcc.runtime.kernels import ExecutionError
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, StringAttr
 from xdsl.ir import Block, Operation, Region, SSAValue
@@ -27,6 +28,7 @@ from lpcc.errors import IRError
 from lpcc.ir import interp
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect import tensor_type
+from lpcc.ir.dtypes import dtype
 from lpcc.ir.symbolic import DIMS_ATTR, Dim, format_dims
 
 pytestmark = pytest.mark.skipif(
@@ -412,16 +414,46 @@ def test_take_dynamic() -> None:
     check(fn, [rand("f32", (4, 6)), np.array([0, 3, -4, 2, 1], np.int64)])
 
 
-def test_take_out_of_range_clamps() -> None:
-    """The interpreter raises; the kernel stays inside the input (clamps)."""
-    fn = make_fn([("f32", (5, 3)), ("int64", (4,))], lambda x, i: lp.TakeOp(x, i, 0))
+@pytest.mark.parametrize(
+    ("idt", "idx"),
+    [
+        ("int64", [7, 0, 2, 1]),
+        ("int64", [0, -9, 2, 1]),  # below -n
+        ("int64", [0, 1, 2, 1 << 40]),
+        ("int8", [0, 1, 5, 4]),  # == n
+        ("uint8", [0, 1, 200, 4]),
+    ],
+)
+def test_take_out_of_range_raises_like_the_interpreter(idt: str, idx: list) -> None:
+    """The status slot: the kernel flags the index (clamping meanwhile, so it
+    never reads outside x) and the caller raises, as the interpreter does."""
+    fn = make_fn([("f32", (5, 3)), (idt, (4,))], lambda x, i: lp.TakeOp(x, i, 0))
     x = rand("f32", (5, 3))
-    idx = np.array([7, -9, 2, 1 << 40], np.int64)
+    ind = np.array(idx, dtype(idt).value_dtype)
     with pytest.raises(IRError, match="out of range"):
-        interp.run_function(fn, [x, idx])
+        interp.run_function(fn, [x, ind])
     for level in RUN:
-        (got,) = run_native(fn, [x, idx], isa=level)
-        same(got, x[[4, 0, 2, 4]])
+        with pytest.raises(ExecutionError, match=r"lp.take \(dim 0\): an index is out"):
+            run_native(fn, [x, ind], isa=level)
+    ok = (
+        np.array([4, -5, 0, 2], dtype(idt).value_dtype)
+        if idt != "uint8"
+        else (np.array([4, 0, 0, 2], np.uint8))
+    )
+    for level in RUN:  # in range, including -n: no error, the status stays 0
+        (got,) = run_native(fn, [x, ok], isa=level)
+        same(got, x[ok.astype(np.int64)])
+
+
+def test_gather_out_of_range_raises() -> None:
+    fn = make_fn(
+        [("f32", (3, 5)), ("int64", (3, 2))], lambda x, i: lp.GatherOp(x, i, 1)
+    )
+    x = rand("f32", (3, 5))
+    idx = np.array([[0, 1], [2, 5], [4, 3]], np.int64)
+    for level in RUN:
+        with pytest.raises(ExecutionError, match=r"lp.gather \(dim 1\)"):
+            run_native(fn, [x, idx], isa=level)
 
 
 # -- gather --------------------------------------------------------------------

@@ -21,6 +21,13 @@ Buffers hold value-domain arrays (`DType.value_dtype`: f32 for every float
 type, int8 for int1..int8, bool as one byte), contiguous, row-major; an
 input listed in `repack` instead points at the bytes its `Repack.fn` made
 from the constant at compile time (weights in the order the kernel reads).
+
+The slot before argv (`argv[-1]`) is the status: the caller zeroes it, a
+kernel that meets bad data (an index out of range, an integer division by
+zero) stores a nonzero code there (`KernelBuilder.fail_if`) and carries on
+with a safe value; after the call the caller raises the message that
+`NativeKernel.errors` gives for the code. Kernels that cannot fail never
+touch it, so the check costs the caller one load.
 """
 
 from __future__ import annotations
@@ -76,6 +83,7 @@ class NativeKernel:
     symbols: tuple[str, ...] = ()
     repack: dict[int, Repack] = field(default_factory=dict)
     note: str = ""  # one line for listings: the path and tiling chosen
+    errors: dict[int, str] = field(default_factory=dict)  # status code -> why
 
 
 @dataclass(frozen=True)
@@ -206,6 +214,8 @@ class KernelBuilder:
             else num_outputs
         )
         self.symbols: list[str] = []
+        self.errors: dict[int, str] = {}
+        self._status: ir.Value | None = None  # fail_if's flag (an alloca)
         self._sym_values: dict[str, ir.Value] = {}
         self._ptrs: dict[int, ir.Value] = {}
         self._counter = 0
@@ -347,8 +357,50 @@ class KernelBuilder:
         b.branch(head)
         b.position_at_end(done)
 
+    def fail_if(self, cond: ir.Value, message: str) -> None:
+        """If `cond` (i1, or any lane of an i1 vector) holds, report `message`.
+
+        Branch-free, so it may sit anywhere in a loop body: the code goes to
+        a local flag, and `finish` copies a nonzero flag to the status slot
+        `argv[-1]` once, before the kernel returns. The kernel goes on (the
+        generator keeps its values safe, e.g. a clamped index); the caller
+        raises `message` after the call (any one code if several rows fail).
+        """
+        b = self.b
+        if isinstance(cond.type, ir.VectorType):  # any lane
+            name = f"llvm.vector.reduce.or.v{cond.type.count}i1"
+            try:
+                red = self.module.get_global(name)
+            except KeyError:
+                red = ir.Function(
+                    self.module, ir.FunctionType(I1, [cond.type]), name=name
+                )
+            cond = b.call(red, [cond])
+        code = next((c for c, m in self.errors.items() if m == message), None)
+        if code is None:
+            code = len(self.errors) + 1
+            self.errors[code] = message
+        if self._status is None:
+            with b.goto_entry_block():
+                b.position_at_start(self.fn.entry_basic_block)
+                self._status = b.alloca(I64, name="status")
+                b.store(ir.Constant(I64, 0), self._status)
+        cur = b.load(self._status, typ=I64)
+        b.store(b.select(cond, ir.Constant(I64, code), cur), self._status)
+
     def finish(self) -> str:
-        self.b.ret_void()
+        b = self.b
+        if self._status is not None:  # hand a failure to the caller
+            flag = b.load(self._status, typ=I64)
+            with b.if_then(b.icmp_signed("!=", flag, ir.Constant(I64, 0))):
+                slot = self.gep(self.argv, -1, I64)
+                # IRBuilder.store_atomic wants typed pointers; build it directly.
+                b._insert(
+                    ir.instructions.StoreAtomicInstr(
+                        b.block, flag, slot, "monotonic", 8
+                    )
+                )
+        b.ret_void()
         return str(self.module)
 
     def kernel(self, rows: Dim = 1, granule: int = 1, **kw: object) -> NativeKernel:
@@ -360,6 +412,7 @@ class KernelBuilder:
             rows=rows,
             granule=granule,
             symbols=tuple(self.symbols),
+            errors=dict(self.errors),
             **kw,  # type: ignore[arg-type]
         )
 

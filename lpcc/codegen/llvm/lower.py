@@ -57,6 +57,7 @@ def kernel_meta(
         "num_outputs": n_out,
         "note": nk.note,
         "repack": {str(i): r.layout for i, r in sorted(nk.repack.items())},
+        "errors": {str(c): m for c, m in sorted(nk.errors.items())},
         "object": obj.metadata(),
     }
 

@@ -13,9 +13,10 @@ Two ways to hand a chunk to a worker, measured by
 Python workers sleeping on a lock cost 15-30 us a call (two OS wake-ups and
 two GIL hand-offs); native workers cost about 4 us. A native worker is a thread
 that enters a small LLVM-compiled loop (`_NATIVE_IR`) and stays there with
-the GIL released: it spins on its slot for a while (`spin_ticks`), then
-sleeps on a futex, and calls the kernel's address itself, so neither side
-touches the GIL or the OS while kernels come back to back. The native path
+the GIL released: it spins on its slot for a while (`spin_ticks`, with
+`pause` and `sched_yield`), then sleeps on a futex, and calls the kernel's
+address itself, so neither side takes the GIL or sleeps while kernels come
+back to back. The native path
 serves kernels loaded by `loader.Library` whose arguments are all integers
 or pointers (x86-64 Linux); other callables (and exceptions) go the Python
 way.
@@ -68,6 +69,7 @@ spin:
   br i1 %posted, label %got, label %pausing
 pausing:
   call void @llvm.x86.sse2.pause()
+  %yields = call i64 (i64, ...) @syscall(i64 24)
   %t = call i64 @llvm.readcyclecounter()
   %dt = sub i64 %t, %t0
   %budget = load i64, ptr %pbudget, align 8
@@ -144,6 +146,7 @@ loop:
   br i1 %ok, label %out, label %again
 again:
   call void @llvm.x86.sse2.pause()
+  %yields = call i64 (i64, ...) @syscall(i64 24)
   br label %loop
 out:
   ret void
@@ -312,12 +315,14 @@ class Pool:
     forces the Python workers. One `run` at a time: a `run` issued while
     another is in progress (another thread, or a kernel calling back into
     the pool) runs on its caller's thread alone. `spin_ticks`: how long an
-    idle native worker spins (cycle-counter ticks, ~30 us by default) before
-    it sleeps; spinning makes back-to-back kernels cheap to hand out. Measured
-    trade-off: on an idle machine a ~1 ms spin saved a futex wake-up per cold
-    4096x4096 GEMV (340 -> 230 us, int2, 2 threads), but with the 2 cores
-    busy a 1 ms spin made 2-thread calls 20x slower (6.5 ms vs 0.3 ms), so
-    the default stays short.
+    idle native worker spins (cycle-counter ticks, ~1 ms by default) before
+    it sleeps on a futex; spinning makes back-to-back kernels cheap to hand
+    out (on an idle machine a ~1 ms spin saved a futex wake-up per cold
+    4096x4096 GEMV, 340 -> 230 us at int2, 2 threads, where a 30 us spin
+    did not). Every spin step (and the caller's wait for the workers) also
+    calls `sched_yield`: with the cores busy, a pure `pause` spin held a core
+    that the other half of the kernel needed and made 2-thread calls 20x
+    slower (6.5 ms vs 0.3 ms); yielding hands the core over instead.
     """
 
     def __init__(

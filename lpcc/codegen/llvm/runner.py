@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lpcc.ir.symbolic import evaluate
+from lpcc.runtime.kernels import ExecutionError
 
 from .loader import CompiledObject, load_object
 from .pool import default_pool
@@ -27,13 +28,21 @@ class NativeEntry(NamedTuple):
 
     `entry(begin, end, argv)` computes rows [begin, end) of `rows` (an int or
     a size expression), split over the pool in multiples of `granule`; argv
-    holds the inputs' and outputs' addresses, then the `symbols`' values.
+    holds the inputs' and outputs' addresses, then the `symbols`' values,
+    and `argv[-1]` is the status slot (`check_status`).
     """
 
     entry: Any
     rows: int | str
     granule: int
     symbols: tuple[str, ...]
+    errors: dict[int, str]
+
+    def check_status(self, status: int) -> None:
+        """Raise the kernel's error for a nonzero status slot."""
+        if status:
+            why = self.errors.get(status, f"unknown status code {status}")
+            raise ExecutionError(why)
 
 
 KernelFn = Callable[[list[np.ndarray], list[np.ndarray], dict[str, int]], None]
@@ -53,12 +62,14 @@ def native_kernel_fn(object_code: bytes, meta: dict[str, Any]) -> KernelFn:
     granule = int(meta.get("granule", 1))
     n_slots = n_in + n_out + len(symbols)
     static_rows = rows if isinstance(rows, int) else None
+    errors = {int(c): str(m) for c, m in meta.get("errors", {}).items()}
+    native = NativeEntry(entry, rows, granule, tuple(symbols), errors)
 
     def run(
         inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
     ) -> None:
-        argv = (ctypes.c_int64 * max(n_slots, 1))()
-        k = 0
+        argv = (ctypes.c_int64 * (n_slots + 1))()  # [0]: the status slot
+        k = 1
         keep = []  # contiguous copies (splat constants) live through the call
         for arr in inputs:
             if not arr.flags.c_contiguous:
@@ -74,8 +85,9 @@ def native_kernel_fn(object_code: bytes, meta: dict[str, Any]) -> KernelFn:
             k += 1
         n = static_rows if static_rows is not None else evaluate(rows, env)
         if n > 0:
-            default_pool().run(entry, n, ctypes.addressof(argv), granule=granule)
+            default_pool().run(entry, n, ctypes.addressof(argv) + 8, granule=granule)
+            native.check_status(argv[0])
 
     run.library = lib  # type: ignore[attr-defined]
-    run.native = NativeEntry(entry, rows, granule, tuple(symbols))  # type: ignore[attr-defined]
+    run.native = native  # type: ignore[attr-defined]
     return run

@@ -289,9 +289,14 @@ class Emitter:
     method works on both. Intrinsics are declared in the builder's module.
     """
 
-    def __init__(self, b: ir.IRBuilder) -> None:
+    def __init__(
+        self, b: ir.IRBuilder, fail: Callable[[ir.Value, str], None] | None = None
+    ) -> None:
         self.b = b
         self.module: ir.Module = b.function.module
+        # `KernelBuilder.fail_if`: flag bad data (an integer division by zero)
+        # for the caller to raise; without it such lanes just give 0.
+        self.fail = fail
 
     # -- small helpers ---------------------------------------------------------
 
@@ -744,6 +749,8 @@ class Emitter:
             v = b.mul(x, y)
         else:
             zero = b.icmp_signed("==", y, self.c(y, 0))
+            if self.fail is not None:
+                self.fail(zero, "lp.div: integer division by zero")
             if signed:
                 # Only a 64-bit storage minimum / -1 overflows; it wraps.
                 m1 = b.icmp_signed("==", y, self.c(y, -1))
@@ -762,6 +769,8 @@ class Emitter:
         w = _lanes(a)
         neg = b.icmp_signed("<", e, self.c(e, 0)) if signed else None
         if neg is not None:
+            if self.fail is not None:
+                self.fail(neg, "lp.pow: integer power with a negative exponent")
             e = self.sel(neg, self.c(e, 0), e)
         # Square and multiply while any lane has exponent bits left.
         fn = b.function
@@ -956,7 +965,7 @@ def emit_elementwise(
     A splat `lp.constant` (no operands) gives a scalar.
     """
     w = max((_lanes(v) for v in operands), default=1)
-    return Emitter(kb.b).op(op, operands, w)
+    return Emitter(kb.b, kb.fail_if).op(op, operands, w)
 
 
 # -- regions: what a loop nest computes ---------------------------------------------
@@ -1309,7 +1318,7 @@ class _Nest:
         self.plan = plan
         self.kb = KernelBuilder(req, num_outputs=len(plan.region.outputs))
         self.b = self.kb.b
-        self.em = Emitter(self.b)
+        self.em = Emitter(self.b, self.kb.fail_if)
         self.W = lanes_for(req.isa)
         self.accs = [_Acc(self.em, op) for op in plan.reductions]
         self.red_ops = set(plan.reductions)

@@ -1333,11 +1333,14 @@ def _pre_kernel(req: KernelRequest, pres: list[_Pre], x: SSAValue) -> NativeKern
     )
 
 
-@register(lowp.GroupSumOp)
 @register(lowp.LutScaleOp)
 @register(lowp.LutPrecomputeOp)
 def lut_precompute(req: KernelRequest) -> NativeKernel | None:
-    """One table-family op on x: a row of x per parallel row."""
+    """One table-family op on x: a row of x per parallel row.
+
+    A lone `lp.group_sum` is group_matmul.py's (one generator per op); this
+    file emits group sums only inside a fused precompute region.
+    """
     op = req.op
     if not _pre_ok(op):
         return None

@@ -12,11 +12,12 @@ the last dimension. Size-1 dimensions are dropped and dimensions that stay
 adjacent in both buffers are merged first, so a permute that keeps the last
 dimension is one memcpy per row and an identity is one flat copy.
 
-The kernels cannot raise errors, so inputs the interpreter rejects with an
-error must not make them read outside their buffers: take/gather indices
-wrap once (negative indices, as NumPy) and are then clamped into range; a
-slice whose dynamic sizes do not fit its input, and a take or gather from
-a dynamic dimension of size 0, write zeros. Anything not
+Inputs the interpreter rejects must not make a kernel read outside its
+buffers: take/gather indices wrap once (negative indices, as NumPy); an
+out-of-range one sets the kernel's status (`KernelBuilder.fail_if`, so the
+VM raises as the interpreter does) and is clamped meanwhile; a slice whose
+dynamic sizes do not fit its input, and a take or gather from a dynamic
+dimension of size 0, write zeros. Anything not
 handled here (narrow-float results that need the codec's rounding, integer
 quantization targets wider than 32 bits, gathers whose non-indexed sizes
 may differ) returns None and runs in the interpreter.
@@ -731,15 +732,27 @@ def gen_concat(req: KernelRequest) -> NativeKernel | None:
 
 
 def _index(
-    g: _Gen, idx_ptr: ir.Value, k: ir.Value, idt: DType, n: ir.Value
+    g: _Gen, idx_ptr: ir.Value, k: ir.Value, idt: DType, n: ir.Value, what: str
 ) -> ir.Value:
-    """indices[k] as an i64 in [0, n): negative ones count from the end (NumPy),
-    out-of-range ones are clamped (the interpreter raises; a kernel cannot)."""
+    """indices[k] as an i64 in [0, n): negative ones count from the end (NumPy).
+
+    An out-of-range one sets the kernel's status (the VM raises, as the
+    interpreter does) and is clamped meanwhile, so no read leaves the input.
+    """
     b = g.b
     ty = storage_type(idt)
     v = g.kb.load(idx_ptr, k, ty)
     if ty.width < 64:
         v = b.sext(v, I64) if idt.is_signed else b.zext(v, I64)
+    if idt.is_signed:
+        bad = b.or_(b.icmp_signed("<", v, b.neg(n)), b.icmp_signed(">=", v, n))
+    else:
+        bad = b.icmp_unsigned(">=", v, n)
+    g.kb.fail_if(
+        bad,
+        f"{what}: an index is out of range for the indexed dimension; indices "
+        "must lie in [-n, n) for a dimension of size n",
+    )
     if idt.is_signed:
         v = b.select(b.icmp_signed("<", v, g.i64(0)), b.add(v, n), v)
         v = g.smax(v, g.i64(0))
@@ -779,7 +792,7 @@ def gen_take(req: KernelRequest) -> NativeKernel | None:
         doff = b.mul(r, inner)
 
         def body() -> None:
-            i = _index(g, ip, k, idt, n)
+            i = _index(g, ip, k, idt, n, f"lp.take (dim {d})")
             soff = b.mul(b.add(b.mul(o, n), i), inner)
             g.copy_run(dp, doff, sp, soff, inner, 1, ety)
 
@@ -833,7 +846,7 @@ def gen_gather(req: KernelRequest) -> NativeKernel | None:
         def body() -> None:
             with kb.loop(0, inner, name="j") as j:
                 k = b.add(roff, j)
-                i = _index(g, ip, k, idt, n)
+                i = _index(g, ip, k, idt, n, f"lp.gather (dim {d})")
                 soff = b.add(b.add(base, b.mul(j, estr[-1])), b.mul(i, sd))
                 kb.store(kb.load(sp, soff, ety), dp, k)
 

@@ -87,7 +87,7 @@ class _Along:
         self.op = op
         self.kb = KernelBuilder(req)
         self.b = self.kb.b
-        self.em = Emitter(self.b)
+        self.em = Emitter(self.b, self.kb.fail_if)
         self.W = lanes_for(req.isa)
         self.dt_in = elem(op.input)
         self.dt_out = elem(op.result)
