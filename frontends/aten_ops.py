@@ -34,10 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch.fx import Node
-from xdsl.dialects.builtin import StringAttr
+from xdsl.dialects.builtin import (
+    FileLineColLoc,
+    IntAttr,
+    NameLoc,
+    StringAttr,
+    UnknownLoc,
+)
 from xdsl.ir import Block, Operation, SSAValue
 
-from lpcc.errors import IRError, LpccError
+from lpcc.errors import IRError, LpccError, error_message
 from lpcc.ir import dtypes
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.types import DYNAMIC
@@ -50,7 +56,8 @@ aten = torch.ops.aten
 
 SUPPORTED_HINT = (
     "rewrite with supported ops, or open an issue; supported ops: "
-    "`lpcc.frontends.supported_ops()`"
+    "`lpcc.frontends.supported_ops()`. Escape hatch: compute this part in "
+    "torch, outside the module you compile"
 )
 
 
@@ -88,21 +95,66 @@ def _user_frame(stack_trace: str | None) -> tuple[str, int, str, str] | None:
     return picked[-1] if picked else None
 
 
-def node_context(node: Node) -> list[str]:
-    """Lines naming the module path/class and user source line of `node`."""
-    lines = []
+def node_where(node: Node) -> dict[str, Any]:
+    """Where `node` comes from, as `error_message` keywords (module, source...)."""
+    where: dict[str, Any] = {}
     stack = node.meta.get("nn_module_stack") or {}
     if stack:
         path, cls = list(stack.values())[-1]
         cls_name = cls.__name__ if isinstance(cls, type) else str(cls).split(".")[-1]
-        lines.append(f"  in module  {path or '<root>'} ({cls_name})")
+        where["module"] = f"{path or '<root>'} ({cls_name})"
     frame = _user_frame(node.meta.get("stack_trace"))
     if frame is not None:
         file, line, fn, code = frame
-        lines.append(f"  at         {file}:{line}, in {fn}")
-        if code:
-            lines.append(f"               {code}")
-    return lines
+        where |= {"source": (file, line), "function": fn, "code": code}
+    return where
+
+
+def node_context(node: Node) -> list[str]:
+    """Lines naming the module path/class and user source line of `node`."""
+    where = node_where(node)
+    text = error_message("", why="", hint="", debug=False, **where)
+    return [ln for ln in text.splitlines()[1:] if ln.startswith(" ")]
+
+
+_ASSIGN = re.compile(r"([A-Za-z_]\w*)\s*=(?!=)")
+
+
+def node_location(node: Node) -> Any:
+    """The MLIR location of `node`: its module path around file:line, if known.
+
+    `loc("layers.0.mlp"("model.py":42:0))`; column 0 (torch's stack traces
+    carry none). `UnknownLoc` for a node without a user frame.
+    """
+    frame = _user_frame(node.meta.get("stack_trace"))
+    if frame is None:
+        return UnknownLoc()
+    loc = FileLineColLoc(StringAttr(frame[0]), IntAttr(frame[1]), IntAttr(0))
+    path = module_path(node)
+    return NameLoc(StringAttr(path), loc) if path else loc
+
+
+def module_path(node: Node) -> str:
+    """The dotted path of the innermost module `node` was traced in ("" at root)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else ""
+
+
+def assigned_names(nodes: Sequence[Node]) -> dict[Node, str]:
+    """User variable names: the last node of a `name = ...` source line.
+
+    A line's own nodes (those whose innermost user frame is that line) end
+    with the value the line assigns, so that node takes the variable's name.
+    """
+    last: dict[tuple[str, int, str], tuple[Node, str]] = {}
+    for node in nodes:
+        frame = _user_frame(node.meta.get("stack_trace"))
+        if frame is None:
+            continue
+        m = _ASSIGN.match(frame[3])
+        if m is not None:
+            last[frame[:3]] = (node, m.group(1))
+    return dict(last.values())
 
 
 def op_name(node: Node) -> str:
@@ -118,18 +170,21 @@ def op_name(node: Node) -> str:
 def unsupported_error(
     node: Node, reason: str, hint: str | None = None
 ) -> UnsupportedOpError:
-    """The Reason / Explanation / Hint message for `node`."""
-    name = op_name(node)
-    lines = [f"lpcc cannot import `{name}` (graph node %{node.name})"]
-    lines += node_context(node)
-    lines.append(f"Reason: {reason}")
-    lines.append(
-        "Explanation: lpcc imports the Core ATen graph torch.export produces and "
-        "maps every op to lp dialect ops; it refuses rather than guess, so the "
-        "compiled program never silently differs from torch."
+    """The what / where / Reason / Explanation / Hint message for `node`."""
+    return UnsupportedOpError(
+        error_message(
+            f"cannot import `{op_name(node)}` (graph node %{node.name})",
+            stage="frontend",
+            why=reason,
+            explanation=(
+                "lpcc imports the Core ATen graph torch.export produces and maps "
+                "every op to lp dialect ops; it refuses rather than guess, so the "
+                "compiled program never silently differs from torch."
+            ),
+            hint=hint or SUPPORTED_HINT,
+            **node_where(node),
+        )
     )
-    lines.append(f"Hint: {hint or SUPPORTED_HINT}")
-    return UnsupportedOpError("\n".join(lines))
 
 
 # -- registry --------------------------------------------------------------------------

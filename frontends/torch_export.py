@@ -4,7 +4,9 @@
 under `torch.no_grad()`, then `run_decompositions` with torch's default
 table minus `KEPT_OPS`, the ops lpcc keeps whole because it lowers them
 better than their decompositions. `import_exported` walks the resulting
-graph once and emits one `func.func @main`:
+graph once (through `import_graph`, which the torch.compile backend calls
+on aot_autograd's ATen graphs, saying itself which inputs are weights) and
+emits one `func.func @main`:
 
 * arguments are the user inputs, in order (dynamic sizes in `lp.dims`);
 * parameters, buffers and lifted constants become `lp.constant` ops named
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind, TensorArgument
-from torch.fx import Node
+from torch.fx import Graph, Node
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
@@ -38,9 +41,9 @@ from xdsl.dialects.builtin import (
     ModuleOp,
     StringAttr,
 )
-from xdsl.ir import Block, Region, SSAValue
+from xdsl.ir import Block, Operation, Region, SSAValue
 
-from lpcc.errors import IRError
+from lpcc.errors import IRError, error_message
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect import verify_module
 from lpcc.ir.dialect.types import DYNAMIC, tensor_type
@@ -56,8 +59,11 @@ from .aten_ops import (
     UnsupportedOpError,
     _dims_from_fake,
     _shape,
+    assigned_names,
     lp_dtype,
-    node_context,
+    module_path,
+    node_location,
+    node_where,
     op_name,
     supported_ops,
     sym_dim,
@@ -72,6 +78,7 @@ __all__ = [
     "decomposition_table",
     "export",
     "import_exported",
+    "import_graph",
     "import_module",
     "supported_ops",
 ]
@@ -182,9 +189,29 @@ def _storage_key(t: torch.Tensor) -> tuple[Any, ...]:
     )
 
 
-class _Importer:
-    def __init__(self, ep: ExportedProgram) -> None:
-        self.ep = ep
+class _GraphImporter:
+    """Imports one ATen fx.Graph; shared by torch.export and torch.compile.
+
+    `inputs` are the placeholders that become @main's arguments, in order,
+    with their names (a SymInt placeholder becomes a size, not an argument);
+    `constants` the placeholders that become named `lp.constant`s, with their
+    state_dict key and value (only those the graph uses need a value).
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        inputs: Sequence[tuple[Node, str]],
+        constants: Sequence[tuple[Node, str, torch.Tensor]],
+        *,
+        output_names: Sequence[str] | None = None,
+        ranges: Mapping[str, tuple[int, int]] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.inputs = list(inputs)
+        self.constants = list(constants)
+        self.output_names = None if output_names is None else list(output_names)
+        self.ranges = dict(ranges or {})
         self.block = Block()
         self.b = Builder(self.block)
         self.input_names: list[str] = []
@@ -192,28 +219,10 @@ class _Importer:
 
     # -- placeholders --------------------------------------------------------------
 
-    def _lifted(self, kind: InputKind, target: str) -> torch.Tensor:
-        ep = self.ep
-        if target in ep.state_dict:
-            value = ep.state_dict[target]
-        elif target in ep.constants:
-            value = ep.constants[target]
-        else:
-            raise FrontendError(f"the exported program has no value for {target!r}")
-        if not isinstance(value, torch.Tensor):
-            raise FrontendError(
-                f"{kind.name.lower()} {target!r} is a {type(value).__name__}, "
-                "not a tensor; lpcc imports tensor state only"
-            )
-        return value
-
     def placeholders(self) -> None:
         """User inputs become @main's arguments, the rest named constants."""
-        nodes = {n.name: n for n in self.ep.graph.nodes if n.op == "placeholder"}
-        specs = self.ep.graph_signature.input_specs
-        for spec in specs:
-            if spec.kind == InputKind.USER_INPUT:
-                self._argument(spec.arg, nodes)
+        for node, name in self.inputs:
+            self._argument(node, name)
         # the function exists from here on, so arguments' lp.dims are readable
         self.fn = func.FuncOp(
             "main",
@@ -231,23 +240,9 @@ class _Importer:
             ),
         )
         shared: dict[tuple[Any, ...], SSAValue] = {}
-        for spec in specs:
-            if spec.kind == InputKind.USER_INPUT:
-                continue
-            arg = spec.arg
-            if spec.kind not in (
-                InputKind.PARAMETER,
-                InputKind.BUFFER,
-                InputKind.CONSTANT_TENSOR,
-            ):
-                raise FrontendError(
-                    f"exported input {arg} of kind {spec.kind.name} is not supported"
-                )
-            node = nodes[arg.name]
+        for node, target, t in self.constants:
             if not node.users:
                 continue
-            assert spec.target is not None
-            t = self._lifted(spec.kind, spec.target)
             key = _storage_key(t)
             if key in shared:  # tied weights: one constant
                 self.b.values[node] = shared[key]
@@ -255,38 +250,40 @@ class _Importer:
             try:
                 dt = lp_dtype(t.dtype)
             except Unsupported as err:
-                raise FrontendError(
-                    f"{spec.target!r}: {err.reason}; {err.hint}"
-                ) from None
+                raise FrontendError(f"{target!r}: {err.reason}; {err.hint}") from None
             value = self.b.const(_constant_values(t), dt)
             assert isinstance(value.owner, lp.ConstantOp)
-            value.owner.attributes["lp.name"] = StringAttr(spec.target)
-            value.name_hint = _hint(spec.target)
+            value.owner.attributes["lp.name"] = StringAttr(target)
+            value.name_hint = _hint(target)
             shared[key] = self.b.values[node] = value
 
-    def _argument(self, arg: Any, nodes: dict[str, Node]) -> None:
-        if not isinstance(arg, TensorArgument):
-            raise FrontendError(
-                f"input {getattr(arg, 'name', arg)!r} is not a tensor ({arg}); "
-                "lpcc programs take tensors only. Bake constant arguments into "
-                "the module (a wrapper whose forward passes them)"
-            )
-        node = nodes[arg.name]
+    def _argument(self, node: Node, name: str) -> None:
         fake = node.meta["val"]
+        if isinstance(fake, torch.SymInt | int):
+            # a size passed on its own (torch.compile's dynamic shapes): a
+            # symbol the tensors' shapes bind, not an argument
+            self.b.values[node] = SymValue(self._sym(node, fake))
+            return
         try:
             dt = lp_dtype(fake.dtype)
             dims = _dims_from_fake(fake)
         except Unsupported as err:
             raise FrontendError(
-                f"input {arg.name!r}: {err.reason}; {err.hint}"
+                error_message(
+                    f"input {name!r} of the model cannot be imported",
+                    stage="frontend",
+                    why=err.reason,
+                    hint=f"{err.hint}; the conversion happens in torch, before "
+                    "the call (example inputs and calls alike)",
+                )
             ) from None
         value = self.block.insert_arg(
             tensor_type(dt, [d if isinstance(d, int) else -1 for d in dims]),
             len(self.block.args),
         )
-        value.name_hint = _hint(arg.name)
+        value.name_hint = _hint(name)
         self.b.values[node] = value
-        self.input_names.append(arg.name)
+        self.input_names.append(name)
         self.arg_dims.append(dims)
 
     # -- nodes -----------------------------------------------------------------
@@ -307,20 +304,24 @@ class _Importer:
             raise unsupported_error(
                 node, f"lpcc has no converter for the ATen op `{op_name(node)}`."
             )
+        before = self.block.last_op
         try:
             result = convert(self.b, node)
             self.b.values[node] = self.finish(node, result)
         except Unsupported as err:
             raise unsupported_error(node, err.reason, err.hint) from None
         except IRError as err:
-            lines = [f"lpcc failed to import `{op_name(node)}` (%{node.name})"]
-            lines += node_context(node)
-            lines.append(f"Reason: {err}")
-            lines.append(
-                "Hint: this is a bug in lpcc's torch frontend; please open an "
-                "issue with the model (or its `torch.export` graph)."
-            )
-            raise FrontendError("\n".join(lines)) from err
+            raise FrontendError(
+                error_message(
+                    f"failed to import `{op_name(node)}` (graph node %{node.name})",
+                    stage="frontend",
+                    why=str(err),
+                    hint="this is a bug in lpcc's torch frontend; please open an "
+                    "issue with the model (or its `torch.export` graph)",
+                    **node_where(node),
+                )
+            ) from err
+        _locate(self.block, before, node_location(node))
 
     def _sym(self, node: Node, value: Any) -> Any:
         if isinstance(value, int):
@@ -367,35 +368,45 @@ class _Importer:
                 [s if s != DYNAMIC else w for s, w in zip(shape, want, strict=True)],
             )
         if v.name_hint is None:
-            v.name_hint = _hint(node.name)
+            v.name_hint = self._name(node)
         return v
 
     # -- the function ------------------------------------------------------------------
 
     def outputs(self) -> tuple[list[SSAValue], list[str]]:
-        (out_node,) = (n for n in self.ep.graph.nodes if n.op == "output")
+        (out_node,) = (n for n in self.graph.nodes if n.op == "output")
         flat = list(out_node.args[0])
-        values, names = [], []
-        for spec, x in zip(self.ep.graph_signature.output_specs, flat, strict=True):
-            if spec.kind != OutputKind.USER_OUTPUT:
-                raise FrontendError(
-                    f"the module updates state in forward ({spec.kind.name} of "
-                    f"{spec.target!r}); lpcc compiles pure inference functions. "
-                    "Remove in-place updates of buffers/inputs from forward"
-                )
+        names = self.output_names or [
+            x.name if isinstance(x, Node) else f"out{i}" for i, x in enumerate(flat)
+        ]
+        values = []
+        for name, x in zip(names, flat, strict=True):
             v = self.b.values.get(x) if isinstance(x, Node) else None
             if not isinstance(v, SSAValue):
                 raise FrontendError(
-                    f"output {getattr(spec.arg, 'name', spec.arg)!r} is not a "
-                    f"tensor ({x!r}); lpcc programs return tensors only"
+                    f"output {name!r} is not a tensor ({x!r}); lpcc programs "
+                    "return tensors only"
                 )
             values.append(v)
-            names.append(getattr(spec.arg, "name", f"out{len(names)}"))
         return values, names
 
+    def _name(self, node: Node) -> str:
+        """The SSA name of `node`: module path + user variable (or node) name."""
+        path = module_path(node)
+        for base in (self.var_names.get(node), node.name):  # node names are unique
+            name = _hint(f"{path}.{base}" if path else str(base))
+            if base is not None and name not in self.used_names:
+                self.used_names.add(name)
+                return name
+        return _hint(node.name)
+
     def run(self) -> Imported:
+        self.var_names = assigned_names(
+            [n for n in self.graph.nodes if n.op == "call_function"]
+        )
+        self.used_names: set[str] = set()
         self.placeholders()
-        for node in self.ep.graph.nodes:
+        for node in self.graph.nodes:
             if node.op == "call_function":
                 self.call(node)
             elif node.op not in ("placeholder", "output", "get_attr"):
@@ -412,14 +423,70 @@ class _Importer:
         )
         module = ModuleOp([self.fn])
         verify_module(module, "the imported module")
-        return Imported(module, self.input_names, names, self._ranges())
+        return Imported(module, self.input_names, names, dict(self.ranges))
 
-    def _ranges(self) -> dict[str, tuple[int, int]]:
-        """Each symbol's [min, max]; UNBOUNDED where torch has no upper bound."""
-        out = {}
-        for sym, vr in self.ep.range_constraints.items():
-            out[str(sym)] = (_bound(vr.lower, 0), _bound(vr.upper, UNBOUNDED))
-        return out
+
+def _exported_graph(ep: ExportedProgram) -> _GraphImporter:
+    """The graph importer of an exported program: its signature says which
+    placeholders are user inputs and which are state (by state_dict key)."""
+    nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    inputs: list[tuple[Node, str]] = []
+    constants: list[tuple[Node, str, torch.Tensor]] = []
+    for spec in ep.graph_signature.input_specs:
+        arg = spec.arg
+        if spec.kind == InputKind.USER_INPUT:
+            if not isinstance(arg, TensorArgument):
+                raise FrontendError(
+                    f"input {getattr(arg, 'name', arg)!r} is not a tensor ({arg}); "
+                    "lpcc programs take tensors only. Bake constant arguments "
+                    "into the module (a wrapper whose forward passes them)"
+                )
+            inputs.append((nodes[arg.name], arg.name))
+            continue
+        if spec.kind not in (
+            InputKind.PARAMETER,
+            InputKind.BUFFER,
+            InputKind.CONSTANT_TENSOR,
+        ):
+            raise FrontendError(
+                f"exported input {arg} of kind {spec.kind.name} is not supported"
+            )
+        node = nodes[arg.name]
+        if not node.users:
+            continue
+        assert spec.target is not None
+        constants.append((node, spec.target, _lifted(ep, spec.kind, spec.target)))
+    names = []
+    for spec in ep.graph_signature.output_specs:
+        if spec.kind != OutputKind.USER_OUTPUT:
+            raise FrontendError(
+                f"the module updates state in forward ({spec.kind.name} of "
+                f"{spec.target!r}); lpcc compiles pure inference functions. "
+                "Remove in-place updates of buffers/inputs from forward"
+            )
+        names.append(getattr(spec.arg, "name", f"out{len(names)}"))
+    ranges = {
+        str(sym): (_bound(vr.lower, 0), _bound(vr.upper, UNBOUNDED))
+        for sym, vr in ep.range_constraints.items()
+    }  # each symbol's [min, max]; UNBOUNDED where torch has no upper bound
+    return _GraphImporter(
+        ep.graph, inputs, constants, output_names=names, ranges=ranges
+    )
+
+
+def _lifted(ep: ExportedProgram, kind: InputKind, target: str) -> torch.Tensor:
+    if target in ep.state_dict:
+        value = ep.state_dict[target]
+    elif target in ep.constants:
+        value = ep.constants[target]
+    else:
+        raise FrontendError(f"the exported program has no value for {target!r}")
+    if not isinstance(value, torch.Tensor):
+        raise FrontendError(
+            f"{kind.name.lower()} {target!r} is a {type(value).__name__}, "
+            "not a tensor; lpcc imports tensor state only"
+        )
+    return value
 
 
 def _bound(value: Any, default: int) -> int:
@@ -433,6 +500,14 @@ def _hint(name: str) -> str:
     """A valid SSA name from a torch name ("0.weight" -> "_0.weight")."""
     text = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
     return f"_{text}" if text[:1].isdigit() else text
+
+
+def _locate(block: Block, before: Operation | None, loc: Any) -> None:
+    """Give the ops added after `before` the source location `loc`."""
+    op = block.first_op if before is None else before.next_op
+    while op is not None:
+        op.location = loc
+        op = op.next_op
 
 
 def _dce(block: Block) -> None:
@@ -450,7 +525,27 @@ def _dce(block: Block) -> None:
 
 def import_exported(ep: ExportedProgram) -> Imported:
     """The lp module of an exported (and decomposed) program."""
-    return _Importer(ep).run()
+    return _exported_graph(ep).run()
+
+
+def import_graph(
+    graph: Graph,
+    inputs: Sequence[tuple[Node, str]],
+    constants: Sequence[tuple[Node, str, torch.Tensor]],
+    *,
+    output_names: Sequence[str] | None = None,
+    dim_ranges: Mapping[str, tuple[int, int]] | None = None,
+) -> Imported:
+    """The lp module of an ATen fx.Graph whose placeholders are `inputs`
+    (node, name: @main's arguments, or sizes for SymInt placeholders) and
+    `constants` (node, state_dict key, value: named `lp.constant`s).
+
+    The torch.compile backend's entry: aot_autograd's graphs have no export
+    signature, so the caller says which placeholders are weights.
+    """
+    return _GraphImporter(
+        graph, inputs, constants, output_names=output_names, ranges=dim_ranges
+    ).run()
 
 
 def import_module(

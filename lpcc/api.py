@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lpcc import config
-from lpcc.errors import LpccError
+from lpcc.errors import CompileError, LpccError, error_message
 
 if TYPE_CHECKING:
     from xdsl.dialects.builtin import ModuleOp
@@ -28,10 +31,6 @@ if TYPE_CHECKING:
 
 TARGETS = ("reference", "cpu", "cuda")
 _BUILT_TARGETS = ("reference", "cpu")
-
-
-class CompileError(LpccError):
-    """compile() was called with something it cannot compile."""
 
 
 def _check_target(target: str) -> None:
@@ -62,6 +61,7 @@ def compile(
     dynamic_shapes: Any = None,
     opt_level: int = 2,
     kernels: dict[str, str] | None = None,
+    dump_ir: str | os.PathLike[str] | None = None,
 ) -> CompiledModel:
     """Compile a torch module for `target`; call the result like the module.
 
@@ -71,57 +71,140 @@ def compile(
     `opt_level` picks the pass pipeline (`lpcc.passes.pipeline`: 0 none, 1
     fusion, 2 also the low-precision rewrites); `kernels` overrides the
     kernel of quantized layers by weight-name pattern, e.g.
-    `{"layers.0.*": "dense", "*.mlp.*": "lut"}`.
+    `{"layers.0.*": "dense", "*.mlp.*": "lut"}`. `dump_ir` (default: the
+    `LPCC_DUMP_IR` knob) is a directory to write every stage's IR, the VM
+    listing, the kernels' sources and a `repro.py` to (see `_Dumper`).
     """
-    from lpcc.passes.pipeline import default_pipeline
+    _check_target(target)
+    _check_options(quant, opt_level, kernels, "lpcc.compile")
+    start = time.perf_counter()
+    from lpcc.frontends.torch_export import import_module
+
+    imported = import_module(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    return compile_imported(
+        imported,
+        quant=quant,
+        target=target,
+        opt_level=opt_level,
+        kernels=kernels,
+        dump_ir=dump_ir,
+        start=start,
+    )
+
+
+def _check_options(
+    quant: Any, opt_level: int, kernels: dict[str, str] | None, where: str
+) -> QuantConfig | None:
+    """The parsed `quant`, after checking the options fit together."""
     from lpcc.quant import parse_quant
 
-    _check_target(target)
-    cfg = parse_quant(quant)
+    cfg = _parse_quant(quant, parse_quant)
     if kernels and opt_level != 2:
         raise CompileError(
-            f"lpcc.compile: kernels= chooses among the -O2 rewrites, but "
+            f"{where}: kernels= chooses among the -O2 rewrites, but "
             f"opt_level={opt_level!r} does not run them; use opt_level=2 or drop "
             "kernels="
         )
+    return cfg
+
+
+def compile_imported(
+    imported: Any,
+    *,
+    quant: str | QuantConfig | None = None,
+    target: str = "reference",
+    opt_level: int = 2,
+    kernels: dict[str, str] | None = None,
+    dump_ir: str | os.PathLike[str] | None = None,
+    frontend: str = "torch.export",
+    start: float | None = None,
+) -> CompiledModel:
+    """`lpcc.compile`'s steps after the import: quantize, passes, program.
+
+    `imported` is a `frontends.torch_export.Imported` (from torch.export,
+    or from the torch.compile backend's ATen graph, `frontend` names which);
+    every entry point compiles through here, so they cannot drift apart.
+    """
+    from lpcc.passes.pipeline import default_pipeline
+
+    if start is None:
+        start = time.perf_counter()
+    _check_target(target)
+    cfg = _check_options(quant, opt_level, kernels, f"compile ({frontend})")
     spec = default_pipeline(
         opt_level,
         target=target,
         activations=getattr(cfg, "activations", "float") if cfg else "float",
         kernels=kernels,
     )
-    start = time.perf_counter()
-    from lpcc.frontends.torch_export import import_module
-
-    imported = import_module(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    dumper = _Dumper.open(dump_ir)
     stages: dict[str, ModuleOp] = {"import": imported.module.clone()}
     work = imported.module
+    if dumper is not None:  # written as they come: a failing pass leaves them
+        dumper.repro(cfg, spec, target, imported, isa=None)
+        dumper.stage("import", work)
     report = None
     if cfg is not None:
         from lpcc.passes.quantize import quantize_module
 
         report = quantize_module(work, cfg)
         stages["quantize"] = work.clone()
-    _run_passes(work, spec, stages)
+        if dumper is not None:
+            dumper.stage("quantize", work)
+    _run_passes(work, spec, stages, dumper)
     from lpcc.codegen.program import build_program
 
+    sources: dict[str, dict[str, str]] = {}
     program = build_program(
         work,
         target=target,
         input_names=imported.input_names,
         output_names=imported.output_names,
         dim_ranges=imported.dim_ranges,
+        sources=sources,
     )
     program.meta["pipeline"] = spec
+    if frontend != "torch.export":
+        program.meta["frontend"] = frontend
     if report is not None:
         program.meta["quant_report"] = report.to_dict()
     program.meta["compile_seconds"] = time.perf_counter() - start
     compiled = CompiledModel(program, stages=stages, report=report)
-    _dump(compiled)
+    compiled.kernel_sources = sources
+    if dumper is not None:
+        dumper.repro(cfg, spec, target, imported, isa=program.meta.get("isa"))
+        dumper.finish(compiled)
     return compiled
 
 
-def _run_passes(module: ModuleOp, spec: str, stages: dict[str, ModuleOp]) -> None:
+def _parse_quant(quant: Any, parse: Any) -> QuantConfig | None:
+    """`parse_quant`, its errors in the compile-error layout (same type)."""
+    from lpcc.quant import QuantError
+
+    try:
+        cfg: QuantConfig | None = parse(quant)
+    except QuantError as err:
+        raise QuantError(
+            error_message(
+                f"quant={quant!r} is not a quantization setting lpcc can use",
+                stage="compile",
+                why=str(err),
+                hint="pick a row of the table in docs/using.md (Weight "
+                "quantization), e.g. quant='int4-g32', or pass "
+                "lpcc.QuantConfig(weight=..., group_size=...); `lpcc types` lists "
+                "the formats; quant=None compiles without quantizing",
+                debug=False,
+            )
+        ) from None
+    return cfg
+
+
+def _run_passes(
+    module: ModuleOp,
+    spec: str,
+    stages: dict[str, ModuleOp],
+    dumper: _Dumper | None = None,
+) -> None:
     from lpcc.passes.pipeline import run_pipeline
 
     def keep(name: str, mod: ModuleOp) -> None:
@@ -129,26 +212,212 @@ def _run_passes(module: ModuleOp, spec: str, stages: dict[str, ModuleOp]) -> Non
         while key in stages:  # a pass that runs twice: "cse", "cse#2"
             key, n = f"{name}#{n}", n + 1
         stages[key] = mod.clone()
+        if dumper is not None:
+            dumper.stage(key, mod)
 
     run_pipeline(module, spec, keep)
 
 
-def _dump(compiled: CompiledModel) -> None:
-    """LPCC_DUMP_IR=<dir>: every stage as re-parseable text, plus the listing."""
-    where = config.get("dump_ir")
-    if not where:
-        return
-    out = Path(where)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for i, stage in enumerate(compiled.stages):
-            (out / f"{i:03d}_{stage}.mlir").write_text(compiled.ir(stage))
-        (out / "program.txt").write_text(compiled.as_text())
-    except OSError as err:
-        raise LpccError(
-            f"LPCC_DUMP_IR={where!r}: cannot write the IR dump ({err}); "
-            "point it at a writable directory or unset it"
-        ) from None
+def print_ir(module: ModuleOp, locations: bool = True) -> str:
+    """`module` as text `lpcc opt` reads, with source locations if asked.
+
+    Locations print as MLIR's `loc("layers.0.mlp"("model.py":42:0))` after
+    each op that has one (ops made by passes have none, and print none).
+    """
+    from io import StringIO
+
+    from xdsl.printer import Printer
+
+    out = StringIO()
+    Printer(stream=out, print_debuginfo=locations).print_op(module)
+    text = out.getvalue() + "\n"
+    return text.replace(" loc(unknown)", "") if locations else text
+
+
+def split_pipeline(spec: str) -> list[str]:
+    """The passes of a pipeline text, each as its own text (commas in options kept)."""
+    passes, depth, quoted, start = [], 0, False, 0
+    for i, c in enumerate(spec):
+        if c == '"':
+            quoted = not quoted
+        elif not quoted and c in "{}":
+            depth += 1 if c == "{" else -1
+        elif not quoted and depth == 0 and c == ",":
+            passes.append(spec[start:i].strip())
+            start = i + 1
+    passes.append(spec[start:].strip())
+    return [p for p in passes if p]
+
+
+class _Dumper:
+    """Writes a compile's IR dump: LPCC_DUMP_IR=<dir> or compile(dump_ir=<dir>).
+
+    The directory gets, each file as soon as its stage ends (so a pass that
+    fails leaves the stages before it, and a repro.py that fails the same):
+
+    * `000_import.mlir`, `001_quantize.mlir`, `00N_<pass>.mlir`: the module
+      after each stage, with source locations, as `lpcc opt` reads it;
+    * `repro.py`: redoes the compile from `000_import.mlir` (or from any
+      later stage given on its command line) and checks `program.txt`;
+    * `program.txt`: the VM listing;
+    * `kernels/<name>.mlir`: each kernel's function (the op it runs), and
+      for CPU kernels `<name>.ll` (LLVM IR) and `<name>.s` (assembly).
+
+    Files of an earlier dump in the same directory are removed first.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.count = 0
+
+    @classmethod
+    def open(cls, where: str | os.PathLike[str] | None) -> _Dumper | None:
+        """A dumper for `where` (default: the dump_ir knob); None when off."""
+        if where is None:
+            where = config.get("dump_ir")
+        if not where:
+            return None
+        dumper = cls(Path(where))
+        with dumper._writing():
+            dumper.out.mkdir(parents=True, exist_ok=True)
+            stale = [
+                *dumper.out.glob("[0-9][0-9][0-9]_*.mlir"),
+                *(dumper.out / "kernels").glob("k_*.*"),
+            ]
+            for path in stale:
+                path.unlink()
+        return dumper
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as err:
+            raise LpccError(
+                f"LPCC_DUMP_IR / dump_ir={str(self.out)!r}: cannot write the IR "
+                f"dump ({err}); point it at a writable directory or unset it"
+            ) from None
+
+    def write(self, name: str, text: str) -> None:
+        """Write `text` to `name` (a path relative to the dump directory)."""
+        path = self.out / name
+        with self._writing():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+
+    def stage(self, name: str, module: ModuleOp) -> None:
+        """The next numbered stage file."""
+        self.write(f"{self.count:03d}_{name.replace('#', '.')}.mlir", print_ir(module))
+        self.count += 1
+
+    def repro(
+        self,
+        cfg: QuantConfig | None,
+        spec: str,
+        target: str,
+        imported: Any,
+        isa: str | None,
+    ) -> None:
+        """`repro.py`: the compile's inputs after the import, as Python literals."""
+        quant = None
+        if cfg is not None:
+            quant = {
+                f.name: getattr(getattr(cfg, f.name), "name", getattr(cfg, f.name))
+                for f in fields(cfg)
+            }
+        passes = "".join(f"\n    {p!r}," for p in split_pipeline(spec))
+        self.write(
+            "repro.py",
+            _REPRO.format(
+                version=_version(),
+                quant=repr(quant),
+                passes=f"[{passes}\n]" if passes else "[]",
+                target=target,
+                isa=isa,
+                input_names=list(imported.input_names),
+                output_names=list(imported.output_names),
+                dim_ranges=dict(imported.dim_ranges),
+            ),
+        )
+
+    def finish(self, compiled: CompiledModel) -> None:
+        """The VM listing and each kernel's sources."""
+        self.write("program.txt", compiled.as_text())
+        isa = compiled.program.meta.get("isa")
+        for name, src in compiled.kernel_sources.items():
+            self.write(f"kernels/{name}.mlir", src["mlir"])
+            if "ll" in src:
+                from lpcc.codegen.llvm.jit import asm
+
+                self.write(f"kernels/{name}.ll", src["ll"])
+                self.write(f"kernels/{name}.s", asm(src["ll"], isa))
+
+
+_REPRO = '''\
+"""Redo an lpcc compile from the IR dumped next to this file.
+
+Written by lpcc {version} (LPCC_DUMP_IR=<dir> or lpcc.compile(dump_ir=<dir>)).
+
+    python repro.py                  # the whole compile, from 000_import.mlir
+    python repro.py 004_cse.mlir     # from a later stage: the passes after it
+
+It rebuilds the program and compares its listing with program.txt: exit 0
+if they are equal, 1 if not; a step that fails raises its error here. The
+passes alone: lpcc opt 001_quantize.mlir -p "<the PASSES, comma-joined>".
+"""
+
+import sys
+from pathlib import Path
+
+from lpcc.codegen.program import build_program
+from lpcc.ir.dialect import parse_module
+from lpcc.passes.pipeline import run_pipeline
+
+HERE = Path(__file__).resolve().parent
+QUANT = {quant}  # lpcc.QuantConfig fields (None: no quantization)
+PASSES = {passes}
+TARGET = {target!r}
+ISA = {isa!r}
+INPUT_NAMES = {input_names!r}
+OUTPUT_NAMES = {output_names!r}
+DIM_RANGES = {dim_ranges!r}
+
+
+def main(argv: list[str]) -> int:
+    start = argv[1] if len(argv) > 1 else "000_import.mlir"
+    number = int(Path(start).name[:3])
+    module = parse_module((HERE / Path(start).name).read_text(), start)
+    if number == 0 and QUANT is not None:
+        from lpcc.passes.quantize import quantize_module
+        from lpcc.quant import QuantConfig
+
+        quantize_module(module, QuantConfig(**QUANT))
+    first = 1 + (QUANT is not None)  # the number of the file after PASSES[0]
+    run_pipeline(module, ",".join(PASSES[max(0, number - first + 1) :]))
+    program = build_program(
+        module,
+        target=TARGET,
+        isa=ISA,
+        input_names=INPUT_NAMES,
+        output_names=OUTPUT_NAMES,
+        dim_ranges=DIM_RANGES,
+    )
+    text = program.as_text()
+    listing = HERE / "program.txt"
+    if not listing.exists():
+        print(text, end="")
+        return 0
+    if listing.read_text() == text:
+        print("repro: the same program as program.txt")
+        return 0
+    print(text, end="")
+    print("repro: the program differs from program.txt", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
+'''
 
 
 class CompiledModel:
@@ -170,14 +439,24 @@ class CompiledModel:
 
         self.program = program
         self._stages = stages or {}
+        # kernel name -> generated sources ({"mlir", "ll"}), for IR dumps; a
+        # loaded program has none (saved files keep object code only)
+        self.kernel_sources: dict[str, dict[str, str]] = {}
         self._report = report
         self._vm = VM(program)
 
     # -- calling ----------------------------------------------------------------
     def __call__(self, *inputs: Any) -> Any:
         torch_in = any(type(x).__module__.startswith("torch") for x in inputs)
-        arrays = [self._to_numpy(i, x) for i, x in enumerate(inputs)]
-        outputs = self._vm.run(arrays)
+        try:
+            arrays = [self._to_numpy(i, x) for i, x in enumerate(inputs)]
+            outputs = self._vm.run(arrays)
+        except LpccError as err:
+            from lpcc.runtime import InputError
+
+            if not isinstance(err, InputError):
+                raise
+            raise InputError(self._call_error(str(err))) from None
         outputs = [
             self._output(spec.dtype, y)
             for spec, y in zip(self.program.outputs, outputs, strict=True)
@@ -208,6 +487,24 @@ class CompiledModel:
             return x.numpy()
         return x
 
+    def _call_error(self, reason: str) -> str:
+        """A call's input error in the compile-error layout."""
+        ins = ", ".join(s.show() for s in self.program.inputs)
+        ranges = ", ".join(
+            f"{k} in [{lo}, {'inf' if hi is None else hi}]"
+            for k, (lo, hi) in self.program.dim_ranges.items()
+        )
+        return error_message(
+            "the inputs do not match the compiled program's parameters",
+            stage="call",
+            why=reason,
+            hint=f"call it with ({ins})"
+            + (f", sizes {ranges}" if ranges else "")
+            + "; for other sizes or dtypes compile again with example inputs "
+            "like them (dynamic_shapes= with torch.export.Dim for sizes that vary)",
+            debug=False,
+        )
+
     @staticmethod
     def _output(dtype: str, y: np.ndarray) -> np.ndarray:
         if dtype == "f16":
@@ -220,10 +517,12 @@ class CompiledModel:
         """Names of the stages whose IR `ir()` can print."""
         return list(self._stages)
 
-    def ir(self, stage: str = "import") -> str:
-        """The module text after `stage` ("import", "quantize", or a pass)."""
-        from lpcc.ir.dialect import print_module
+    def ir(self, stage: str = "import", locations: bool = False) -> str:
+        """The module text after `stage` ("import", "quantize", or a pass).
 
+        `locations=True` adds each op's source location (`loc(...)`), as the
+        IR dumps print it; both forms parse back with `lpcc opt`.
+        """
         if stage not in self._stages:
             if not self._stages:
                 raise LpccError(
@@ -234,7 +533,7 @@ class CompiledModel:
                 f"no IR stage {stage!r}; stages of this program: "
                 f"{', '.join(self._stages)}"
             )
-        return print_module(self._stages[stage])
+        return print_ir(self._stages[stage], locations)
 
     def as_text(self) -> str:
         """The VM listing: inputs, constants, kernels and instructions."""

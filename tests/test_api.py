@@ -113,7 +113,9 @@ def test_dump_ir_writes_every_stage(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "dump").iterdir())
     assert names[0] == "000_import.mlir" and names[1] == "001_quantize.mlir"
     assert "program.txt" in names
-    assert (tmp_path / "dump" / "000_import.mlir").read_text() == prog.ir("import")
+    assert (tmp_path / "dump" / "000_import.mlir").read_text() == prog.ir(
+        "import", locations=True
+    )
 
 
 def test_unwritable_dump_dir_is_a_clear_error(tmp_path: Path) -> None:

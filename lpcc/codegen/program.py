@@ -114,11 +114,15 @@ def build_program(
     output_names: Sequence[str] | None = None,
     dim_ranges: Mapping[str, tuple[int, int | None]] | None = None,
     isa: str | None = None,
+    sources: dict[str, dict[str, str]] | None = None,
 ) -> Program:
     """Lower `func.func @name` of `module` to a Program for `target`.
 
     For "cpu", `isa` is the instruction-set level of the native kernels
     (default: the best this host runs, capped by `LPCC_CPU_ISA`).
+    `sources`, if given, is filled with each kernel's generated source by
+    kernel name: {"mlir": kernel function, "ll": LLVM IR (cpu kernels)}, for
+    IR dumps; saved programs never hold the LLVM IR text.
     """
     if target not in TARGETS:
         raise IRError(
@@ -127,6 +131,7 @@ def build_program(
         )
     fn = _function(module, name)
     lowering = _Lowering(fn, input_names, output_names, dict(dim_ranges or {}))
+    lowering.sources = {} if sources is None else sources
     if target == "cpu":
         from lpcc.codegen.llvm import isa as isa_mod
 
@@ -168,6 +173,7 @@ class _Lowering:
         self.lazy: dict[SSAValue, lp.ConstantOp] = {}
         self.repacked: dict[tuple[SSAValue, str], int] = {}
         self.native: dict[tuple[str, tuple[int, ...]], tuple[Kernel, dict] | None] = {}
+        self.sources: dict[str, dict[str, str]] = {}  # kernel name -> sources
 
     # -- walking the function ---------------------------------------------------------
     def run(self) -> Program:
@@ -362,6 +368,7 @@ class _Lowering:
                     "num_outputs": len(op.results),
                 },
             )
+            self.sources[self.kernels[text].name] = {"mlir": text}
         return self.kernels[text].name, {}
 
     def _native(
@@ -385,6 +392,7 @@ class _Lowering:
                     nk, obj, len(kfn.body.block.args), len(op.results)
                 )
                 kernel = Kernel(name, "cpu", "llvm-object", obj.object_code, meta)
+                self.sources[name] = {"mlir": text, "ll": nk.ir}
                 self.kernels[f"native:{name}"] = kernel
                 self.native[key] = (kernel, dict(nk.repack))
         return self.native[key]
