@@ -20,6 +20,7 @@ from lpcc.ir.dtypes import (
     uint_,
 )
 from lpcc.ir.layout import Layout
+from lpcc.jit import jit
 
 __all__ = [
     "CodecError",
@@ -39,6 +40,7 @@ __all__ = [
     "dtype",
     "float_",
     "int_",
+    "jit",
     "load",
     "named_dtypes",
     "uint_",

@@ -444,12 +444,18 @@ class CompiledModel:
         self.kernel_sources: dict[str, dict[str, str]] = {}
         self._report = report
         self._vm = VM(program)
+        self._f16_out = any(s.dtype == "f16" for s in program.outputs)
 
     # -- calling ----------------------------------------------------------------
     def __call__(self, *inputs: Any) -> Any:
-        torch_in = any(type(x).__module__.startswith("torch") for x in inputs)
+        torch_in = False
+        arrays: list[Any] = []
+        for i, x in enumerate(inputs):
+            if type(x) is not np.ndarray and type(x).__module__.startswith("torch"):
+                torch_in = True
+                x = self._to_numpy(i, x)
+            arrays.append(x)
         try:
-            arrays = [self._to_numpy(i, x) for i, x in enumerate(inputs)]
             outputs = self._vm.run(arrays)
         except LpccError as err:
             from lpcc.runtime import InputError
@@ -457,10 +463,11 @@ class CompiledModel:
             if not isinstance(err, InputError):
                 raise
             raise InputError(self._call_error(str(err))) from None
-        outputs = [
-            self._output(spec.dtype, y)
-            for spec, y in zip(self.program.outputs, outputs, strict=True)
-        ]
+        if self._f16_out:
+            outputs = [
+                self._output(spec.dtype, y)
+                for spec, y in zip(self.program.outputs, outputs, strict=True)
+            ]
         if torch_in:
             outputs = [
                 _to_torch(spec.dtype, y)
@@ -474,7 +481,10 @@ class CompiledModel:
 
             if not isinstance(x, torch.Tensor):
                 return x
-            x = x.detach().cpu()
+            if x.requires_grad:
+                x = x.detach()
+            if x.device.type != "cpu":
+                x = x.cpu()
             if x.dtype == torch.bfloat16:
                 specs = self.program.inputs
                 if i < len(specs) and specs[i].dtype != "bf16":
@@ -576,7 +586,7 @@ def _input_error(message: str) -> LpccError:
 def _to_torch(dtype: str, y: np.ndarray) -> Any:
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(y))
+    t = torch.from_numpy(np.require(y, requirements="C"))  # keeps 0-d
     if dtype == "bf16":
         t = t.to(torch.bfloat16)
     return t

@@ -57,6 +57,15 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _flag(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1 or 0 (or true/false, yes/no, on/off)")
+
+
 KNOBS: dict[str, Knob] = {
     k.name: k
     for k in (
@@ -90,6 +99,25 @@ KNOBS: dict[str, Knob] = {
             0,
             _nonnegative_int,
             "threads CPU kernels split their work over (0: all cores)",
+        ),
+        Knob(
+            "cache_dir",
+            "~/.cache/lpcc",
+            str,
+            "directory of @lpcc.jit's disk cache of compiled programs",
+        ),
+        Knob(
+            "always_compile",
+            False,
+            _flag,
+            "1: @lpcc.jit compiles on every new signature, never reading its disk "
+            "cache (it still writes it)",
+        ),
+        Knob(
+            "disable_jit",
+            False,
+            _flag,
+            "1: @lpcc.jit functions run as plain Python (for debugging)",
         ),
     )
 }

@@ -185,3 +185,18 @@ def test_quantized_llama_matches_eager_on_dequantized_weights(quant: str) -> Non
     # and quantization did change the model (the check above is not vacuous)
     assert float((fp32 - want).abs().max()) > 100 * float((got - want).abs().max())
     assert len(prog.quant_report().rows) == 2 * 7 + 1  # q,k,v,o,gate,up,down + head
+
+
+def test_unbounded_dynamic_size_saves_and_loads(tmp_path: Path) -> None:
+    """torch.export gives an unbounded size the top 2**63 - 1; the program
+    holds None instead, so the file (sizes up to 2**62) loads back."""
+    from torch.export import Dim
+
+    m = mlp()
+    x = torch.randn(3, 33)
+    prog = lpcc.compile(m, (x,), dynamic_shapes={"input": {0: Dim("b")}})
+    assert all(hi is None or hi < 2**62 for _, hi in prog.program.dim_ranges.values())
+    prog.save(tmp_path / "m.lpcc")
+    back = lpcc.load(tmp_path / "m.lpcc")
+    x5 = torch.randn(5, 33)
+    assert torch.equal(back(x5), prog(x5))

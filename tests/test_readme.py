@@ -20,7 +20,10 @@ def test_readme_has_python_blocks() -> None:
 
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_quick_start_python_block_runs_and_prints_what_it_says(code: str) -> None:
+def test_quick_start_python_block_runs_and_prints_what_it_says(
+    code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LPCC_CACHE_DIR", str(tmp_path))  # @lpcc.jit's disk cache
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, str(README), "exec"), {})

@@ -105,6 +105,9 @@ class _Storage:
     last: int = 0
 
 
+_NO_BOUND = 1 << 62  # dim_ranges tops at or above this are unbounded
+
+
 def build_program(
     module: ModuleOp,
     *,
@@ -130,7 +133,13 @@ def build_program(
             f"{', '.join(TARGETS)}"
         )
     fn = _function(module, name)
-    lowering = _Lowering(fn, input_names, output_names, dict(dim_ranges or {}))
+    # A frontend's "no upper bound" (torch's int_oo, 2**63 - 1) is None here:
+    # saved programs hold sizes up to 2**62, and planning hints need a size.
+    ranges = {
+        sym: (lo, None if hi is None or hi >= _NO_BOUND else hi)
+        for sym, (lo, hi) in (dim_ranges or {}).items()
+    }
+    lowering = _Lowering(fn, input_names, output_names, ranges)
     lowering.sources = {} if sources is None else sources
     if target == "cpu":
         from lpcc.codegen.llvm import isa as isa_mod
