@@ -15,9 +15,14 @@ that walk once for given sizes (`env`) and keeps the result:
 * a native kernel's argv (`runner.NativeEntry`) is a ctypes array filled
   once: constants and arena buffers have fixed addresses, and only the slots
   of inputs and fresh storages are patched per run;
-* other kernels and copies get NumPy views, made once for arena buffers.
+* other kernels and copies get NumPy views, made once for arena buffers;
+* when every kernel is native, the whole program goes to the pool's native
+  driver in one call (`Pool.run_steps`, a table of kernel address, argv and
+  row chunks per call): no Python runs between kernels, and a kernel's
+  status slot stops the run.
 
-A run then costs a few microseconds per instruction. The plan is pure
+A run then costs about 10-20 us of Python in all (input checks, output
+allocation, one ctypes call), however many kernels the program has. The plan is pure
 bookkeeping: it runs exactly the kernels, in the order, with the values of
 the instruction walk it replaces (which `VM.run_checked` still does).
 """
@@ -190,6 +195,10 @@ class RunPlan:
                 self._steps.append(("ret", pc, ins.buffers))
                 break
         self._static = static
+        self._only_native: bool | None = None  # every step native (or a view)?
+        # Pool.run_steps rows per thread count: (array, (address, n, width))
+        self._tables: dict[int, tuple[np.ndarray, tuple[int, int, int]]] = {}
+        self._table_pc: list[int] = []
 
     @staticmethod
     def _returned_storages(p: Program) -> set[int]:
@@ -237,6 +246,33 @@ class RunPlan:
         return (native, rows, argv, ctypes.addressof(argv) + 8, patches)
 
     # -- running ----------------------------------------------------------------
+    def _table(self, pool: Any) -> tuple[int, int, int] | None:
+        """The native calls as `Pool.run_steps` rows, when every step is one.
+
+        Made once per thread count: each call's rows split as the pool would.
+        """
+        if self._only_native is False:
+            return None
+        if self._only_native is None:
+            kinds = {step[0] for step in self._steps}
+            self._only_native = kinds <= {"native", "view", "ret"}
+            if not self._only_native:
+                return None
+        threads = pool.num_threads
+        if self._tables.get(threads) is None:
+            from lpcc.codegen.llvm.pool import split_rows
+
+            calls = [n for n in self._natives if n[1] > 0]
+            table = np.zeros((len(calls), 3 + 2 * threads), np.int64)
+            self._table_pc = []
+            for r, (native, rows, _, argv_addr, _) in enumerate(calls):
+                chunks = split_rows(rows, threads, native.granule)
+                table[r, :3] = (native.address, argv_addr, len(chunks))
+                table[r, 3 : 3 + 2 * len(chunks)] = np.ravel(chunks)
+                self._table_pc.append(self._natives.index(calls[r]))
+            self._tables[threads] = (table, (table.ctypes.data, *table.shape))
+        return self._tables[threads][1]
+
     def run(self, inputs: list[np.ndarray], pool: Any) -> list[np.ndarray]:
         """Run on checked, C-contiguous inputs; returns the outputs."""
         fresh = [np.empty(n, np.uint8) for n in self._fresh_sizes]
@@ -245,17 +281,33 @@ class RunPlan:
             addr["in", i] = x.ctypes.data
         for f, store in enumerate(fresh):
             addr["fresh", f] = store.ctypes.data
+        for _, _, argv, _, patches in self._natives:
+            for k, root in patches:
+                argv[k] = addr[root]
         arrays = list(self._static)
         for b, i in self._input_bufs:
             arrays[b] = inputs[i]
+        if pool is not None:
+            table = self._table(pool)
+            done = None if table is None else pool.run_steps(*table)
+            if done is not None:  # every kernel ran, natively, back to back
+                if done:
+                    self._failed(self._table_pc[done - 1])
+                ret = self._steps[-1]
+                assert ret[0] == "ret"
+                for step in self._steps[:-1]:
+                    if step[0] == "view":
+                        _, _, dst, src, shape = step
+                        arrays[dst] = self._array(src, arrays, inputs, fresh).reshape(
+                            shape
+                        )
+                return self._outputs(ret[2], arrays, inputs, fresh)
         natives = self._natives
         for step in self._steps:
             kind = step[0]
             try:
                 if kind == "native":
-                    native, rows, argv, argv_addr, patches = natives[step[2]]
-                    for k, root in patches:
-                        argv[k] = addr[root]
+                    native, rows, argv, argv_addr, _ = natives[step[2]]
                     if rows > 0:
                         pool.run(native.entry, rows, argv_addr, granule=native.granule)
                         if argv[0]:
@@ -286,6 +338,16 @@ class RunPlan:
                     f"{self._where(step[1])}: {type(err).__name__}: {err}"
                 ) from err
         raise AssertionError("unreachable: validate() requires a ret")
+
+    def _failed(self, i: int) -> None:
+        """Raise the error native call `i` reported (and clear its status)."""
+        native, _, argv, _, _ = self._natives[i]
+        status, argv[0] = argv[0], 0
+        pc = next(s[1] for s in self._steps if s[0] == "native" and s[2] == i)
+        try:
+            native.check_status(status)
+        except ExecutionError as err:
+            raise ExecutionError(f"{self._where(pc)}: {err}") from err
 
     def _array(
         self,

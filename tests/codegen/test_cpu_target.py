@@ -235,3 +235,26 @@ def test_a_kernel_error_raises_from_the_vm_and_the_vm_goes_on() -> None:
         vm.run([bad])
     (again,) = vm.run([good])
     assert np.array_equal(again, want)
+
+
+def test_all_native_programs_run_their_kernels_in_one_native_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pool.run_steps takes the whole program: Pool.run is never called."""
+    from lpcc.codegen.llvm import pool as pool_mod
+
+    if not pool_mod.native_available():
+        pytest.skip("the native driver needs x86-64 Linux")
+    vm = VM(_native_program())
+    x = np.random.default_rng(3).standard_normal((7, 8)).astype(np.float32)
+    (want,) = vm.run([x])
+
+    def no_python_dispatch(*args: object, **kw: object) -> None:
+        raise AssertionError("Pool.run called for an all-native program")
+
+    monkeypatch.setattr(pool_mod.Pool, "run", no_python_dispatch)
+    for threads in (1, 2):
+        with lpcc.config.override(num_threads=threads):
+            (y,) = vm.run([x])
+        assert np.array_equal(y, want)
+    _close(torch.from_numpy(want), torch.from_numpy(np.exp(x) + x))

@@ -452,3 +452,73 @@ def test_a_process_with_live_native_workers_exits_cleanly() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(3 * 63 * 63 + 1)
+
+
+# argv = [status, y, digit, fail_row]: y[i] = 10 y[i] + digit for rows [b, e);
+# a row equal to fail_row sets the status slot (argv[-1] from the kernel's side).
+STEP = r"""
+define void @step(i64 %b, i64 %e, ptr noalias %argv) {
+entry:
+  %yi = load i64, ptr %argv
+  %y = inttoptr i64 %yi to ptr
+  %pd = getelementptr i64, ptr %argv, i64 1
+  %d = load i64, ptr %pd
+  %pf = getelementptr i64, ptr %argv, i64 2
+  %f = load i64, ptr %pf
+  %c = icmp slt i64 %b, %e
+  br i1 %c, label %loop, label %done
+loop:
+  %i = phi i64 [%b, %entry], [%i1, %next]
+  %p = getelementptr inbounds i64, ptr %y, i64 %i
+  %v = load i64, ptr %p
+  %v10 = mul i64 %v, 10
+  %w = add i64 %v10, %d
+  store i64 %w, ptr %p
+  %bad = icmp eq i64 %i, %f
+  br i1 %bad, label %fail, label %next
+fail:
+  %ps = getelementptr i64, ptr %argv, i64 -1
+  store atomic i64 7, ptr %ps monotonic, align 8
+  br label %next
+next:
+  %i1 = add i64 %i, 1
+  %more = icmp slt i64 %i1, %e
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}
+"""
+
+
+@pytest.mark.skipif(not native_available(), reason="native workers: x86-64 Linux")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_run_steps_runs_kernels_in_order_and_stops_at_a_status(threads: int) -> None:
+    """Pool.run_steps: every row of every step, steps in order (each digit
+    lands after the previous one), and a nonzero status stops the run."""
+    lib = jit.load_object(jit.compile_ir(STEP, "generic"))
+    step = lib.function("step", None, I64, I64, P)
+    address = ctypes.cast(step, ctypes.c_void_p).value
+    n_rows = 1001
+    y = np.zeros(n_rows, np.int64)
+
+    def plan(fail_rows: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+        argvs = [
+            np.array([0, y.ctypes.data, digit, fail], np.int64)
+            for digit, fail in zip((1, 2, 3), fail_rows, strict=True)
+        ]
+        table = np.zeros((3, 3 + 2 * threads), np.int64)
+        for r, argv in enumerate(argvs):
+            chunks = split_rows(n_rows, threads, 8)
+            table[r, :3] = (address, argv.ctypes.data + 8, len(chunks))
+            table[r, 3 : 3 + 2 * len(chunks)] = np.ravel(chunks)
+        return table, argvs
+
+    with Pool(threads, native=True if threads > 1 else None) as pool:
+        table, argvs = plan([-1, -1, -1])
+        assert pool.run_steps(table.ctypes.data, *table.shape) == 0
+        assert (y == 123).all()
+        y[:] = 0
+        table, argvs = plan([-1, 990, -1])  # step 2 fails on the last chunk
+        assert pool.run_steps(table.ctypes.data, *table.shape) == 2
+        assert (y == 12).all()  # step 2 finished every row, step 3 never ran
+        assert argvs[1][0] == 7 and argvs[0][0] == argvs[2][0] == 0

@@ -136,6 +136,91 @@ done:
   ret void
 }
 
+
+; Runs a whole program's native kernels back to back (see Pool.run_steps):
+; `steps` holds n records of `width` i64: kernel address, argv address,
+; number of chunks c, then c (begin, end) pairs. Chunks 1.. go to workers
+; 0.. (state rows of 16 i64 from `states`), chunk 0 runs here. After each
+; step the kernel's status slot argv[-1] is read: nonzero stops the run and
+; returns the step's index + 1. `gencell` holds the workers' generation.
+define i64 @lpcc_run_steps(ptr %steps, i64 %n, i64 %width, ptr %states, ptr %gencell) {
+entry:
+  br label %head
+head:
+  %k = phi i64 [0, %entry], [%k1, %checked]
+  %more = icmp slt i64 %k, %n
+  br i1 %more, label %step, label %ok
+step:
+  %roff = mul i64 %k, %width
+  %rec = getelementptr i64, ptr %steps, i64 %roff
+  %fi = load i64, ptr %rec, align 8
+  %f = inttoptr i64 %fi to ptr
+  %pa = getelementptr i64, ptr %rec, i64 1
+  %argv = load i64, ptr %pa, align 8
+  %pc = getelementptr i64, ptr %rec, i64 2
+  %nc = load i64, ptr %pc, align 8
+  %g0 = load i64, ptr %gencell, align 8
+  %g = add i64 %g0, 1
+  store i64 %g, ptr %gencell, align 8
+  br label %posthead
+posthead:
+  %t = phi i64 [1, %step], [%t1, %post]
+  %posting = icmp slt i64 %t, %nc
+  br i1 %posting, label %post, label %mine
+post:
+  %w = sub i64 %t, 1
+  %soff = mul i64 %w, 16
+  %st = getelementptr i64, ptr %states, i64 %soff
+  %bi = mul i64 %t, 2
+  %bo = add i64 %bi, 3
+  %pb = getelementptr i64, ptr %rec, i64 %bo
+  %b = load i64, ptr %pb, align 8
+  %pe = getelementptr i64, ptr %pb, i64 1
+  %e = load i64, ptr %pe, align 8
+  %s2 = getelementptr i64, ptr %st, i64 2
+  store i64 %fi, ptr %s2, align 8
+  %s3 = getelementptr i64, ptr %st, i64 3
+  store i64 %b, ptr %s3, align 8
+  %s4 = getelementptr i64, ptr %st, i64 4
+  store i64 %e, ptr %s4, align 8
+  %s5 = getelementptr i64, ptr %st, i64 5
+  store i64 %argv, ptr %s5, align 8
+  call void @lpcc_pool_post(ptr %st, i64 %g)
+  %t1 = add i64 %t, 1
+  br label %posthead
+mine:
+  %pb0 = getelementptr i64, ptr %rec, i64 3
+  %b0 = load i64, ptr %pb0, align 8
+  %pe0 = getelementptr i64, ptr %rec, i64 4
+  %e0 = load i64, ptr %pe0, align 8
+  call void %f(i64 %b0, i64 %e0, i64 %argv)
+  br label %waithead
+waithead:
+  %u = phi i64 [1, %mine], [%u1, %waiting]
+  %wmore = icmp slt i64 %u, %nc
+  br i1 %wmore, label %waiting, label %status
+waiting:
+  %wu = sub i64 %u, 1
+  %wo = mul i64 %wu, 16
+  %wst = getelementptr i64, ptr %states, i64 %wo
+  call void @lpcc_pool_wait(ptr %wst, i64 %g)
+  %u1 = add i64 %u, 1
+  br label %waithead
+status:
+  %ap = inttoptr i64 %argv to ptr
+  %sp = getelementptr i64, ptr %ap, i64 -1
+  %sv = load atomic i64, ptr %sp acquire, align 8
+  %bad = icmp ne i64 %sv, 0
+  %k1 = add i64 %k, 1
+  br i1 %bad, label %failed, label %checked
+checked:
+  br label %head
+failed:
+  ret i64 %k1
+ok:
+  ret i64 0
+}
+
 define void @lpcc_pool_wait(ptr %s, i64 %g) {
 entry:
   %pdone = getelementptr i64, ptr %s, i64 1
@@ -235,6 +320,7 @@ _native_lib: Any = None
 _native_lock = threading.Lock()
 
 
+@functools.cache
 def native_available() -> bool:
     """Whether this host can run the native workers (x86-64 Linux)."""
     from lpcc.codegen.llvm.loader import host_arch
@@ -279,7 +365,8 @@ class _NativeWorkers:
         self.state[:, 15] = spin_ticks
         self.slots = memoryview(self.state).cast("B").cast("q")  # fast stores
         self.ptrs = [self.state.ctypes.data + 8 * _SLOTS * i for i in range(count)]
-        self.gen = 0
+        self.gen = np.zeros(1, np.int64)  # the generation (native code bumps it)
+        self.gen_ptr = self.gen.ctypes.data
         self.threads = [
             threading.Thread(
                 target=loop, args=(ptr,), name=f"lpcc-pool-native-{i}", daemon=True
@@ -350,6 +437,9 @@ class Pool:
         self._native_workers: _NativeWorkers | None = None
         self._closed = False
         self._splits: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        self._driver: Any = None  # lpcc_run_steps, compiled on first use
+        self._solo_gen = np.zeros(1, np.int64)  # run_steps' generation, 1 thread
+        self._solo_gen_ptr = self._solo_gen.ctypes.data
 
     def run(
         self, fn: Kernel, n_rows: int, *args: Any, granule: int | None = None
@@ -382,6 +472,41 @@ class Pool:
         finally:
             self._busy.release()
 
+    def run_steps(self, steps: int, n: int, width: int) -> int | None:
+        """Run a program's native kernels back to back without Python between.
+
+        `steps` is the address of an int64 array [n, width] (C order), one
+        row per kernel call:
+        kernel address, argv address, chunk count c <= num_threads, then c
+        (begin, end) row ranges (`split_rows`; width 3 + 2 num_threads).
+        Returns 0, or i + 1 when kernel i set its status slot (argv[-1]);
+        the run stops there. None when this pool cannot (no native workers
+        on this host, or busy with another run): call the kernels one by one.
+        """
+        if self._closed:
+            raise PoolError("Pool.run_steps: the pool is closed; create a new Pool")
+        if not native_available() or (self.num_threads > 1 and not self.native):
+            return None
+        if not self._busy.acquire(blocking=False):
+            return None
+        try:
+            if self._driver is None:
+                p, i64 = ctypes.c_void_p, ctypes.c_int64
+                self._driver = _native().function(
+                    "lpcc_run_steps", i64, p, i64, i64, p, p
+                )
+            if self.num_threads > 1:
+                workers = self._native_workers
+                if workers is None:
+                    workers = _NativeWorkers(self.num_threads - 1, self._spin_ticks)
+                    self._native_workers = workers
+                states, gen = workers.state.ctypes.data, workers.gen_ptr
+            else:
+                states, gen = 0, self._solo_gen_ptr
+            return int(self._driver(steps, n, width, states, gen))
+        finally:
+            self._busy.release()
+
     def _native_args(self, fn: Kernel, args: tuple[Any, ...]) -> list[int] | None:
         """`args` as integers if the native workers can call `fn` with them."""
         if not self.native:
@@ -410,8 +535,9 @@ class Pool:
             workers = _NativeWorkers(self.num_threads - 1, self._spin_ticks)
             self._native_workers = workers
         address, *values = int_args
-        workers.gen += 1
-        gen, slots, ptrs = workers.gen, workers.slots, workers.ptrs
+        gen = int(workers.gen[0]) + 1
+        workers.gen[0] = gen
+        slots, ptrs = workers.slots, workers.ptrs
         for i, (begin, stop) in enumerate(chunks[1:]):
             row = _SLOTS * i
             slots[row + 2] = address

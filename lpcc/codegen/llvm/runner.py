@@ -37,6 +37,7 @@ class NativeEntry(NamedTuple):
     granule: int
     symbols: tuple[str, ...]
     errors: dict[int, str]
+    address: int  # entry's code address (for Pool.run_steps)
 
     def check_status(self, status: int) -> None:
         """Raise the kernel's error for a nonzero status slot."""
@@ -63,7 +64,8 @@ def native_kernel_fn(object_code: bytes, meta: dict[str, Any]) -> KernelFn:
     n_slots = n_in + n_out + len(symbols)
     static_rows = rows if isinstance(rows, int) else None
     errors = {int(c): str(m) for c, m in meta.get("errors", {}).items()}
-    native = NativeEntry(entry, rows, granule, tuple(symbols), errors)
+    address = ctypes.cast(entry, ctypes.c_void_p).value or 0
+    native = NativeEntry(entry, rows, granule, tuple(symbols), errors, address)
 
     def run(
         inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
