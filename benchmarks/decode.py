@@ -51,7 +51,7 @@ def _cpu_name() -> str:
     return "unknown CPU"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[tuple[str, float, float]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--dim", type=int, default=2048)
@@ -61,7 +61,9 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0, help="0: all cores")
-    args = ap.parse_args()
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=8)
+    args = ap.parse_args(argv)
 
     threads = args.threads or lpcc.config.get("num_threads") or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -69,8 +71,8 @@ def main() -> None:
         vocab_size=args.vocab,
         dim=args.dim,
         n_layers=args.layers,
-        n_heads=32,
-        n_kv_heads=8,
+        n_heads=args.heads,
+        n_kv_heads=args.kv_heads,
         hidden_dim=args.hidden,
         max_seq_len=64,
     )
@@ -80,7 +82,8 @@ def main() -> None:
     print(
         f"decode step of a Llama-style model: {args.layers} layers, dim {args.dim}, "
         f"MLP {args.hidden}, vocab {args.vocab}, {n_params / 1e6:.0f} M params; "
-        f"{threads} threads; {_cpu_name()}, lpcc ISA {isa_mod.selected_isa(True)}"
+        f"{threads} threads; {_cpu_name()}, "
+        f"lpcc ISA {isa_mod.selected_isa(to_run=True)}"
     )
     rows = []
     with torch.no_grad():
@@ -116,6 +119,7 @@ def main() -> None:
     print(f"{'method':58} {'bits/w':>6} {'ms/token':>9} {'tok/s':>7} {'vs bf16':>8}")
     for name, bpw, t in rows:
         print(f"{name:58} {bpw:6.2f} {t * 1e3:9.1f} {1 / t:7.2f} {t16 / t:7.2f}x")
+    return rows
 
 
 if __name__ == "__main__":

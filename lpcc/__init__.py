@@ -5,6 +5,7 @@ xDSL, torch or llvmlite are imported where they are used, so a saved program
 can run with `lpcc.runtime` alone.
 """
 
+from lpcc import config
 from lpcc._version import __version__
 from lpcc.api import CompiledModel, compile, load
 from lpcc.errors import CodecError, DTypeError, IRError, LayoutError, LpccError
@@ -21,6 +22,8 @@ from lpcc.ir.dtypes import (
 )
 from lpcc.ir.layout import Layout
 from lpcc.jit import jit
+
+config.setup_logs()  # LPCC_LOGS=help lists the knobs; =compile,jit shows logs
 
 __all__ = [
     "CodecError",

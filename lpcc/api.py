@@ -10,9 +10,10 @@ constant payloads, so this costs little) and printed on demand by
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -62,6 +63,7 @@ def compile(
     opt_level: int = 2,
     kernels: dict[str, str] | None = None,
     dump_ir: str | os.PathLike[str] | None = None,
+    on_stage: StageHook | None = None,
 ) -> CompiledModel:
     """Compile a torch module for `target`; call the result like the module.
 
@@ -74,6 +76,9 @@ def compile(
     `{"layers.0.*": "dense", "*.mlp.*": "lut"}`. `dump_ir` (default: the
     `LPCC_DUMP_IR` knob) is a directory to write every stage's IR, the VM
     listing, the kernels' sources and a `repro.py` to (see `_Dumper`).
+    `on_stage(name, seconds)` is called as each stage ends: "import",
+    "quantize", every pass (a repeated one as "cse#2"), "lower" (progress
+    bars and timings: `lpcc compile -v`).
     """
     _check_target(target)
     _check_options(quant, opt_level, kernels, "lpcc.compile")
@@ -81,6 +86,7 @@ def compile(
     from lpcc.frontends.torch_export import import_module
 
     imported = import_module(module, example_inputs, dynamic_shapes=dynamic_shapes)
+    _Clock(on_stage, start)("import")
     return compile_imported(
         imported,
         quant=quant,
@@ -89,6 +95,7 @@ def compile(
         kernels=kernels,
         dump_ir=dump_ir,
         start=start,
+        on_stage=on_stage,
     )
 
 
@@ -118,6 +125,7 @@ def compile_imported(
     dump_ir: str | os.PathLike[str] | None = None,
     frontend: str = "torch.export",
     start: float | None = None,
+    on_stage: StageHook | None = None,
 ) -> CompiledModel:
     """`lpcc.compile`'s steps after the import: quantize, passes, program.
 
@@ -143,6 +151,7 @@ def compile_imported(
     if dumper is not None:  # written as they come: a failing pass leaves them
         dumper.repro(cfg, spec, target, imported, isa=None)
         dumper.stage("import", work)
+    clock = _Clock(on_stage)
     report = None
     if cfg is not None:
         from lpcc.passes.quantize import quantize_module
@@ -151,7 +160,8 @@ def compile_imported(
         stages["quantize"] = work.clone()
         if dumper is not None:
             dumper.stage("quantize", work)
-    _run_passes(work, spec, stages, dumper)
+        clock("quantize")
+    _run_passes(work, spec, stages, dumper, clock)
     from lpcc.codegen.program import build_program
 
     sources: dict[str, dict[str, str]] = {}
@@ -163,6 +173,7 @@ def compile_imported(
         dim_ranges=imported.dim_ranges,
         sources=sources,
     )
+    clock("lower")
     program.meta["pipeline"] = spec
     if frontend != "torch.export":
         program.meta["frontend"] = frontend
@@ -199,11 +210,32 @@ def _parse_quant(quant: Any, parse: Any) -> QuantConfig | None:
     return cfg
 
 
+StageHook = Callable[[str, float], None]
+_log = logging.getLogger("lpcc.compile")
+
+
+class _Clock:
+    """Calls `on_stage(name, seconds since the last stage ended)`; logs it
+    on the "lpcc.compile" logger (`LPCC_LOGS=compile`)."""
+
+    def __init__(self, on_stage: StageHook | None, start: float | None = None) -> None:
+        self.on_stage = on_stage
+        self.last = time.perf_counter() if start is None else start
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        _log.info("%-28s %8.1f ms", name, (now - self.last) * 1e3)
+        if self.on_stage is not None:
+            self.on_stage(name, now - self.last)
+        self.last = now
+
+
 def _run_passes(
     module: ModuleOp,
     spec: str,
     stages: dict[str, ModuleOp],
     dumper: _Dumper | None = None,
+    clock: _Clock | None = None,
 ) -> None:
     from lpcc.passes.pipeline import run_pipeline
 
@@ -214,6 +246,8 @@ def _run_passes(
         stages[key] = mod.clone()
         if dumper is not None:
             dumper.stage(key, mod)
+        if clock is not None:
+            clock(key)
 
     run_pipeline(module, spec, keep)
 

@@ -360,77 +360,48 @@ def _dynamic_shapes(
 
 
 class _StageClock:
-    """Times compile stages and drives the compile progress bar.
+    """`lpcc.compile`'s `on_stage` hook: stage timings and the progress bar.
 
-    `lpcc.compile` has no per-stage callback yet, so while the compile runs
-    this wraps the four functions it calls by module attribute (import,
-    quantize, each pass, lowering) and restores them afterwards. Once the API
-    offers a hook, only `__enter__`/`__exit__` change.
+    The bar's total is known up front: import, quantize, each pass of the
+    pipeline, lower.
     """
 
-    TARGETS = (
-        ("lpcc.frontends.torch_export", "import_module", "import"),
-        ("lpcc.passes.quantize", "quantize_module", "quantize"),
-        ("lpcc.codegen.program", "build_program", "lower"),
-    )
-
-    def __init__(self, bar: Any) -> None:
+    def __init__(self, bar: Any, names: list[str]) -> None:
         self.bar = bar
         self.times: list[tuple[str, float]] = []
-        self._saved: list[tuple[Any, str, Any]] = []
+        self._next = iter(names[1:])
+        bar.total = len(names)
+        bar.set_postfix_str(names[0] if names else "")
 
-    def _timed(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*a: Any, **k: Any) -> Any:
-            self.bar.set_postfix_str(stage)
-            start = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                self.times.append((stage, time.perf_counter() - start))
-                self.bar.update(1)
-
-        return run
-
-    def _pipeline(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        from lpcc.passes.pipeline import parse_pipeline
-
-        def run(module: Any, spec: str, after: Any = None) -> Any:
-            names = [p.name for p in parse_pipeline(spec)]
-            self.bar.total += len(names)
-            self.bar.set_postfix_str(names[0] if names else "")
-            upcoming = iter([*names[1:], "lower"])
-            last = [time.perf_counter()]
-
-            def after_pass(name: str, mod: Any) -> None:
-                self.times.append((name, time.perf_counter() - last[0]))
-                self.bar.update(1)
-                self.bar.set_postfix_str(next(upcoming, ""))
-                if after is not None:
-                    after(name, mod)
-                last[0] = time.perf_counter()
-
-            return fn(module, spec, after_pass)
-
-        return run
+    def __call__(self, stage: str, seconds: float) -> None:
+        self.times.append((stage, seconds))
+        self.bar.update(1)
+        self.bar.set_postfix_str(next(self._next, ""))
 
     def __enter__(self) -> _StageClock:
-        import importlib
-
-        for mod_name, attr, stage in self.TARGETS:
-            mod = importlib.import_module(mod_name)
-            fn = getattr(mod, attr)
-            self._saved.append((mod, attr, fn))
-            setattr(mod, attr, self._timed(stage, fn))
-        mod = importlib.import_module("lpcc.passes.pipeline")
-        self._saved.append((mod, "run_pipeline", mod.run_pipeline))
-        mod.run_pipeline = self._pipeline(mod.run_pipeline)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for mod, attr, fn in reversed(self._saved):
-            setattr(mod, attr, fn)
-        self._saved.clear()
         self.bar.close()
+
+
+def _stage_names(args: argparse.Namespace) -> list[str]:
+    """The stages `lpcc.compile` will report, in order (for the bar's total)."""
+    from lpcc.passes.pipeline import default_pipeline, parse_pipeline
+    from lpcc.quant import parse_quant
+
+    cfg = parse_quant(args.quant)
+    spec = default_pipeline(
+        args.opt_level,
+        target=args.target,
+        activations=getattr(cfg, "activations", "float") if cfg else "float",
+    )
+    names = ["import"] + (["quantize"] if cfg is not None else [])
+    seen: dict[str, int] = {}
+    for p in parse_pipeline(spec):
+        seen[p.name] = seen.get(p.name, 0) + 1
+        names.append(p.name if seen[p.name] == 1 else f"{p.name}#{seen[p.name]}")
+    return [*names, "lower"]
 
 
 def _progress_bar(args: argparse.Namespace, total: int, desc: str) -> Any:
@@ -485,8 +456,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise CliError(f"-o {args.output}: the directory {out.parent} does not exist")
     overrides = {"progress": "never"} if args.quiet else {}
     start = time.perf_counter()
-    bar = _progress_bar(args, 2 + (args.quant is not None), "lpcc compile")
-    with config.override(**overrides), _StageClock(bar) as clock:
+    names = _stage_names(args)
+    bar = _progress_bar(args, len(names), "lpcc compile")
+    with config.override(**overrides), _StageClock(bar, names) as clock:
         program = lpcc.compile(
             model,
             tuple(inputs),
@@ -495,6 +467,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
             dynamic_shapes=dynamic,
             opt_level=args.opt_level,
             **({"dump_ir": args.dump_ir} if args.dump_ir else {}),
+            on_stage=clock,
         )
     seconds = time.perf_counter() - start
     try:

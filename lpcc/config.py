@@ -101,6 +101,13 @@ KNOBS: dict[str, Knob] = {
             "threads CPU kernels split their work over (0: all cores)",
         ),
         Knob(
+            "logs",
+            "",
+            str,
+            "comma-separated lpcc loggers to show at INFO on stderr (compile, jit; "
+            "all: every one), or help: print this list of knobs",
+        ),
+        Knob(
             "cache_dir",
             "~/.cache/lpcc",
             str,
@@ -159,3 +166,43 @@ def describe() -> str:
     return "\n".join(
         f"{k.env:<28} default {k.default!r:<8} {k.help}" for k in KNOBS.values()
     )
+
+
+LOGGERS = ("compile", "jit")  # the `logging` names under "lpcc."
+
+
+def setup_logs() -> None:
+    """Apply `LPCC_LOGS` (read once, when `lpcc` is imported, as TORCH_LOGS).
+
+    "help" prints every knob to stderr; "compile,jit" (or "all") shows those
+    loggers' INFO records on stderr. An unknown name is a warning (an import
+    must not fail over a logging switch).
+    """
+    import logging
+    import sys
+    import warnings
+
+    text = get("logs").strip()
+    if not text:
+        return
+    if text == "help":
+        print(describe(), file=sys.stderr)
+        return
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if "all" in names:
+        names = list(LOGGERS)
+    bad = [n for n in names if n not in LOGGERS]
+    if bad:
+        warnings.warn(
+            f"LPCC_LOGS={text!r}: unknown logger {bad[0]!r} ignored; use any of "
+            f"{', '.join(LOGGERS)}, all, or help",
+            stacklevel=2,
+        )
+    for name in (n for n in names if n in LOGGERS):
+        logger = logging.getLogger(f"lpcc.{name}")
+        logger.setLevel(logging.INFO)
+        if not any(getattr(h, "_lpcc", False) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+            handler._lpcc = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)

@@ -137,9 +137,14 @@ def run(args: argparse.Namespace) -> int:
     err = float((got - want).abs().max())
     qerr = float((got - fp32).abs().max())
     scale = float(want.abs().max())
+    # The LUT kernel's activation tables are int8 (each entry rounds by up to
+    # 1/254 of its group's range, as llama.cpp's Q8 activations): about 1e-2
+    # relative on the logits. Float activations stay within f32 rounding.
+    bound = 5e-2 if kinds["lut"] else 1e-3
     print(
         f"max |logit error| vs torch eager, same dequantized weights: {err:.2e} "
-        f"(relative {err / scale:.1e})"
+        f"(relative {err / scale:.1e}; bound {bound:.0e}"
+        + (", int8 LUT tables)" if kinds["lut"] else ")")
     )
     print(f"max |logit difference| vs the fp32 model (quantization): {qerr:.3f}")
 
@@ -159,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         f"eager bf16 {t_bf16 * 1e3:.1f} ms (lpcc is {t_bf16 / t_lpcc:.2f}x as fast "
         "as bf16)"
     )
-    return 0 if ours == theirs and err <= 1e-3 * max(scale, 1.0) else 1
+    return 0 if ours == theirs and err <= bound * max(scale, 1.0) else 1
 
 
 def _describe(target: str) -> str:

@@ -200,3 +200,17 @@ def test_unbounded_dynamic_size_saves_and_loads(tmp_path: Path) -> None:
     back = lpcc.load(tmp_path / "m.lpcc")
     x5 = torch.randn(5, 33)
     assert torch.equal(back(x5), prog(x5))
+
+
+def test_on_stage_reports_every_stage_in_order() -> None:
+    seen: list[tuple[str, float]] = []
+    prog = lpcc.compile(
+        mlp(),
+        (torch.randn(2, 33),),
+        quant="int4-g32",
+        on_stage=lambda n, s: seen.append((n, s)),
+    )
+    names = [n for n, _ in seen]
+    assert names == [*prog.stages, "lower"]  # import, quantize, each pass, lower
+    assert names[:2] == ["import", "quantize"] and len(names) > 4
+    assert all(s >= 0 for _, s in seen)

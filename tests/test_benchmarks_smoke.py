@@ -198,3 +198,71 @@ def test_point_stat_and_rates_by_hand() -> None:
     assert run.bw(1) == 12.0 and run.bw(2) is None
     run.stat = "min"
     assert run.bw(1) == 20.0  # fastest probe sample goes with fastest calls
+
+
+def test_gemv_lpcc_kernel_kinds_side_by_side() -> None:
+    """--lpcc-kernels measures each kind as its own method, each a right product."""
+    run = gemv.main(
+        [
+            "--shapes",
+            "128x64",
+            "--m",
+            "1",
+            "--bits",
+            "4,f4e2m1",
+            "--threads",
+            "1",
+            "--regimes",
+            "hot",
+            "--columns",
+            "lpcc",
+            "--lpcc-kernels",
+            "auto,lut,dequant",
+            "--target-s",
+            "0.005",
+            "--probe-mib",
+            "4",
+            "--quick",
+        ]
+    )
+    methods = sorted(p.method.split(" [")[0] for p in run.points)
+    assert methods == [
+        "lpcc f4e2m1-g128",
+        "lpcc f4e2m1-g128 dequant",  # no "lut": float codes have no planes
+        "lpcc int4-g128",
+        "lpcc int4-g128 dequant",
+        "lpcc int4-g128 lut",
+    ]
+    assert all(p.nmse is not None and p.nmse < 0.05 for p in run.points)
+
+
+def test_decode_toy_run(capsys: pytest.CaptureFixture[str]) -> None:
+    import decode
+
+    rows = decode.main(
+        [
+            "--layers",
+            "1",
+            "--dim",
+            "64",
+            "--hidden",
+            "96",
+            "--vocab",
+            "50",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--bits",
+            "4",
+            "--group",
+            "32",
+            "--repeat",
+            "1",
+        ]
+    )
+    names = [r[0] for r in rows]
+    assert names[:2] == ["torch f32 eager", "torch bf16 eager"]
+    assert names[2].startswith("lpcc int4-g32") and len(rows) == 3
+    assert all(t > 0 for _, _, t in rows)
+    assert "tok/s" in capsys.readouterr().out

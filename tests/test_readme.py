@@ -36,3 +36,31 @@ def test_quick_start_python_block_runs_and_prints_what_it_says(
     assert promised
     for want in promised:
         assert any(got.strip() == want for got in printed), (want, printed)
+
+
+CLI_BLOCK = next(
+    b
+    for b in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    if b.startswith("lpcc compile")
+)
+
+
+@pytest.mark.slow
+def test_readme_command_line_block_runs(tmp_path: Path) -> None:
+    """Each line of the README's `lpcc` shell example, in a fresh directory."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    for line in CLI_BLOCK.strip().splitlines():
+        cmd = line.split("  #", 1)[0].strip()
+        done = subprocess.run(
+            cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, (cmd, done.stderr[-2000:])
+    y = np.load(tmp_path / "y.npy")
+    assert y.shape == (3, 8) and np.isfinite(y).all()

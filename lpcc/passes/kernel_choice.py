@@ -37,6 +37,13 @@ weight types have no integer bit planes, so they cannot use LUT. "dense"
 (keep dequantize + matmul) is never chosen by the rule; it is for
 overrides (debugging, accuracy-critical layers).
 
+Accuracy: the LUT kernel's tables hold activation sums as int8 (per-group
+scales, as llama.cpp's Q8 activations), so its results differ from f32
+activations by about 1e-2 relative on a model's logits (`lpcc demo`: 2e-2
+at int4, the same greedy tokens); the dequant kernel with float activations
+is exact up to f32 rounding. Override with `kernels={"*": "dequant"}` where
+that matters.
+
 An earlier provisional rule (LUT only for <= 3 bits and m <= 8, from
 published T-MAC figures and llama.cpp on Zen 5) is superseded by these
 measurements; Zen 5 (AVX-512) has not been measured with lpcc's kernels,

@@ -16,24 +16,25 @@ func.func @main(%x: tensor<1x8xf32>, %xp: tensor<16x8xf32>, %xd: tensor<?x8xf32>
   %q2 = lp.constant {lp.name = "layers.1.mlp.w2.weight"} splat 3 : tensor<2x8x!lp.uint<3>>
   %q2z = lp.constant splat 4 : tensor<2x1x!lp.uint<3>>
   %w2 = lp.dequantize %q2 scale %s zero %q2z block [1, 8] : (tensor<2x8x!lp.uint<3>>, tensor<2x1xf16>, tensor<2x1x!lp.uint<3>>) -> tensor<2x8xf32>
-  %q3 = lp.constant {lp.name = "layers.1.attn.w3"} splat 5 : tensor<2x8x!lp.int<4>>
-  %w3 = lp.dequantize %q3 scale %s block [1, 8] : (tensor<2x8x!lp.int<4>>, tensor<2x1xf16>) -> tensor<2x8xf32>
+  %q3 = lp.constant {lp.name = "layers.1.attn.w3"} splat 5 : tensor<2x8x!lp.int<8>>
+  %w3 = lp.dequantize %q3 scale %s block [1, 8] : (tensor<2x8x!lp.int<8>>, tensor<2x1xf16>) -> tensor<2x8xf32>
   %q4 = lp.constant {lp.name = "layers.1.attn.w4"} splat 1.5 : tensor<2x8x!lp.float<2,1,finite>>
   %w4 = lp.dequantize %q4 scale %s block [1, 8] : (tensor<2x8x!lp.float<2,1,finite>>, tensor<2x1xf16>) -> tensor<2x8xf32>
   %q5 = lp.constant {lp.name = "layers.1.attn.w5"} splat 1 : tensor<2x8xi1>
   %w5 = lp.dequantize %q5 scale %s block [1, 8] : (tensor<2x8xi1>, tensor<2x1xf16>) -> tensor<2x8xf32>
   %dense = lp.constant {lp.name = "head.weight"} splat 0.25 : tensor<8x8xf32>
-  // int2 at m = 1 (decode): LUT on CPU.
+  // int/uint of 1..7 bits: LUT on CPU at any m (measured faster).
+  // int2 at m = 1 (decode): LUT.
   %y1 = lp.matmul %x, %w1 transpose_b : (tensor<1x8xf32>, tensor<2x8xf32>) -> tensor<1x2xf32>
-  // uint3 at m = 16 (prefill): dequant.
+  // uint3 at m = 16 (prefill): LUT too.
   %y2 = lp.matmul %xp, %w2 transpose_b : (tensor<16x8xf32>, tensor<2x8xf32>) -> tensor<16x2xf32>
-  // int4: dequant at any m.
+  // int8: dequant at any m (its int8 stream beats 8 bit planes).
   %y3 = lp.matmul %x, %w3 transpose_b : (tensor<1x8xf32>, tensor<2x8xf32>) -> tensor<1x2xf32>
   // f4e2m1: a float type has no bit planes: dequant.
   %y4 = lp.matmul %x, %w4 transpose_b : (tensor<1x8xf32>, tensor<2x8xf32>) -> tensor<1x2xf32>
   // uint1 with a dynamic m (decode-shaped): LUT.
   %y5 = lp.matmul %xd, %w5 transpose_b {lp.dims = "s0,2"} : (tensor<?x8xf32>, tensor<2x8xf32>) -> tensor<?x2xf32>
-  // int2 with batch 3 x 4 rows: m = 12 activation rows share the weights.
+  // int2 with batch 3 x 4 rows: m = 12 activation rows share the weights; LUT.
   %y6 = lp.matmul %xb, %w1 transpose_b : (tensor<3x4x8xf32>, tensor<2x8xf32>) -> tensor<3x4x2xf32>
   // Not a quantized weight: never tagged.
   %y7 = lp.matmul %x, %dense transpose_b : (tensor<1x8xf32>, tensor<8x8xf32>) -> tensor<1x8xf32>
@@ -41,11 +42,11 @@ func.func @main(%x: tensor<1x8xf32>, %xp: tensor<16x8xf32>, %xd: tensor<?x8xf32>
 }
 
 // CHECK:      %y1 = lp.matmul %x, %w1 transpose_b {lp.kernel = "lut"}
-// CHECK-NEXT: %y2 = lp.matmul %xp, %w2 transpose_b {lp.kernel = "dequant"}
+// CHECK-NEXT: %y2 = lp.matmul %xp, %w2 transpose_b {lp.kernel = "lut"}
 // CHECK-NEXT: %y3 = lp.matmul %x, %w3 transpose_b {lp.kernel = "dequant"}
 // CHECK-NEXT: %y4 = lp.matmul %x, %w4 transpose_b {lp.kernel = "dequant"}
 // CHECK-NEXT: %y5 = lp.matmul %xd, %w5 transpose_b {lp.dims = "s0,2", lp.kernel = "lut"}
-// CHECK-NEXT: %y6 = lp.matmul %xb, %w1 transpose_b {lp.kernel = "dequant"}
+// CHECK-NEXT: %y6 = lp.matmul %xb, %w1 transpose_b {lp.kernel = "lut"}
 // CHECK-NEXT: %y7 = lp.matmul %x, %dense transpose_b :
 
 // CUDA:      %y1 = lp.matmul %x, %w1 transpose_b {lp.kernel = "dequant"}
