@@ -225,7 +225,7 @@ class JITFunction:
                 if loaded is not None:
                     model, outputs = loaded
                     self.stats["disk_loads"] += 1
-                    log.debug("%s: loaded %s", self.fn.__qualname__, path)
+                    log.info("%s: loaded %s", self.fn.__qualname__, path)
             if model is None:
                 model, outputs = self._compile(args, tensors)
                 if path is not None:
@@ -253,7 +253,7 @@ class JITFunction:
             "function": self.fn.__qualname__,
             "outputs": outputs,
         }
-        log.debug("%s: compiled %s", self.fn.__qualname__, _describe_args(args))
+        log.info("%s: compiled %s", self.fn.__qualname__, _describe_args(args))
         return model, outputs
 
     def _cache_path(self, args: tuple[Any, ...], tensors: list[Any]) -> Path | None:

@@ -64,3 +64,6 @@ def test_readme_command_line_block_runs(tmp_path: Path) -> None:
         assert done.returncode == 0, (cmd, done.stderr[-2000:])
     y = np.load(tmp_path / "y.npy")
     assert y.shape == (3, 8) and np.isfinite(y).all()
+    dumped = {p.name for p in (tmp_path / "ir").iterdir()}
+    assert {"000_import.mlir", "001_quantize.mlir", "program.txt", "repro.py"} <= dumped
+    assert any((tmp_path / "ir" / "kernels").glob("*.ll"))  # cpu kernels' LLVM IR
