@@ -43,3 +43,26 @@ def test_subpackages_install_under_lpcc(tmp_path: Path) -> None:
     out = run(code, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["lpcc.runtime", "lpcc.frontends"]
+
+
+def test_every_package_is_listed_for_installation() -> None:
+    """A wheel (not only an editable install) holds every package directory."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    dirs = {
+        "lpcc": root / "lpcc",
+        "lpcc.frontends": root / "frontends",
+        "lpcc.runtime": root / "runtime",
+    }
+    found = set()
+    for name, base in dirs.items():
+        for init in base.rglob("__init__.py"):
+            rel = init.parent.relative_to(base).parts
+            found.add(".".join((name, *rel)))
+    assert found - listed == set(), f"add to pyproject packages: {found - listed}"

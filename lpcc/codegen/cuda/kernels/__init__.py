@@ -1,0 +1,1 @@
+"""CUDA C kernel source generators (one module per kernel family)."""
