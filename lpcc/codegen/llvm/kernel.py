@@ -157,6 +157,27 @@ def generate(req: KernelRequest) -> NativeKernel | None:
     return None
 
 
+# -- small IR helpers every kernel family uses --------------------------------------
+
+
+def declare(
+    module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]
+) -> ir.Function:
+    """Function `name` (an LLVM intrinsic or a C function), declared once."""
+    try:
+        return module.get_global(name)  # type: ignore[no-any-return]
+    except KeyError:
+        return ir.Function(module, ir.FunctionType(ret, list(args)), name=name)
+
+
+def broadcast(b: ir.IRBuilder, v: ir.Value, n: int) -> ir.Value:
+    """<n x T> with every lane = the scalar `v` (insertelement + shuffle)."""
+    ty = ir.VectorType(v.type, n)
+    vec = b.insert_element(ir.Constant(ty, ir.Undefined), v, ir.Constant(I32, 0))
+    zeros = ir.Constant(ir.VectorType(I32, n), [0] * n)
+    return b.shuffle_vector(vec, ir.Constant(ty, ir.Undefined), zeros)
+
+
 # -- value types ----------------------------------------------------------------
 
 
@@ -369,13 +390,7 @@ class KernelBuilder:
         b = self.b
         if isinstance(cond.type, ir.VectorType):  # any lane
             name = f"llvm.vector.reduce.or.v{cond.type.count}i1"
-            try:
-                red = self.module.get_global(name)
-            except KeyError:
-                red = ir.Function(
-                    self.module, ir.FunctionType(I1, [cond.type]), name=name
-                )
-            cond = b.call(red, [cond])
+            cond = b.call(declare(self.module, name, I1, [cond.type]), [cond])
         code = next((c for c, m in self.errors.items() if m == message), None)
         if code is None:
             code = len(self.errors) + 1

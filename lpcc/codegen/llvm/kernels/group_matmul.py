@@ -81,6 +81,8 @@ from lpcc.codegen.llvm.kernel import (
     KernelRequest,
     NativeKernel,
     Repack,
+    broadcast,
+    declare,
     elem,
     register,
     shape,
@@ -225,21 +227,6 @@ def _var(kb: KernelBuilder, ty: ir.Type, name: str = "v", count: int = 0) -> ir.
         else:
             slot = b.alloca(ty, name=name)
     return slot
-
-
-def _bcast(b: ir.IRBuilder, s: ir.Value, n: int) -> ir.Value:
-    """<n x T> with every lane = scalar s."""
-    ty = _vec(s.type, n)
-    v = b.insert_element(ir.Constant(ty, ir.Undefined), s, ir.Constant(I32, 0))
-    return b.shuffle_vector(
-        v, ir.Constant(ty, ir.Undefined), ir.Constant(_vec(I32, n), [0] * n)
-    )
-
-
-def _intrinsic(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]):
-    if name in module.globals:
-        return module.globals[name]
-    return ir.Function(module, ir.FunctionType(ret, list(args)), name)
 
 
 def _suffix(ty: ir.Type) -> str:
@@ -870,9 +857,7 @@ class _Gen:
         assert xs is not None
         vty = _vec(F32, step)
         pat = ir.Constant(vty, [ir.Constant(F32, c) for c in scale])
-        red = _intrinsic(
-            self.mod, f"llvm.vector.reduce.fadd.v{step}f32", F32, [F32, vty]
-        )
+        red = declare(self.mod, f"llvm.vector.reduce.fadd.v{step}f32", F32, [F32, vty])
         x = kb.inp(p.x)
         for i in range(mt):
             src = b.mul(b.add(m0, ir.Constant(I64, i)), ir.Constant(I64, p.k))
@@ -985,7 +970,7 @@ class _Gen:
         shv = None
         if q > 1:
             sh = b.mul(b.urem(i, ir.Constant(I64, q)), ir.Constant(I64, w * pl.step))
-            shv = _bcast(b, b.trunc(sh, I32), pl.vl)
+            shv = broadcast(b, b.trunc(sh, I32), pl.vl)
         words = {}
         for v in range(v0, v0 + vc):
             word = kb.load(ubase, v * pl.vl, self.vi, align=4)
@@ -994,9 +979,7 @@ class _Gen:
         self.unit_kmajor(accs, words, xrows, koff, count, v0, vc)
 
     def prefetch(self, uptr: ir.Value, nbytes: int | None = None) -> None:
-        fn = _intrinsic(
-            self.mod, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32]
-        )
+        fn = declare(self.mod, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
         nbytes = self.plan.unit_bytes if nbytes is None else nbytes
         for off in range(0, max(nbytes, 1), 64):
             ptr = self.kb.gep(uptr, _PREFETCH + off, I8)
@@ -1057,7 +1040,7 @@ class _Gen:
                 xv = self.x_elem(xr, koff, t)
                 if self.prob.xint:
                     xv = b.sext(xv, I32)
-                xs.append(_bcast(b, xv, pl.vl))
+                xs.append(broadcast(b, xv, pl.vl))
             for j in range(vc):
                 code = self.extract_kmajor(words, t, v0 + j)
                 if pl.path == "f32":
@@ -1071,9 +1054,7 @@ class _Gen:
                         b.store(b.add(b.load(slot), b.mul(xv, code)), slot)
 
     def fma(self, a: ir.Value, x: ir.Value, c: ir.Value) -> ir.Value:
-        fn = _intrinsic(
-            self.mod, f"llvm.fmuladd.{_suffix(a.type)}", a.type, [a.type] * 3
-        )
+        fn = declare(self.mod, f"llvm.fmuladd.{_suffix(a.type)}", a.type, [a.type] * 3)
         return self.b.call(fn, [a, x, c])
 
     def extract_kmajor(self, words: dict[int, ir.Value], t: int, v: int) -> ir.Value:
@@ -1112,16 +1093,14 @@ class _Gen:
         if wdt.bits <= 4 and self.native512 and pl.vl == 16:
             t16 = np.zeros(16, np.float32)
             t16[: table.size] = table
-            fn = _intrinsic(
+            fn = declare(
                 self.mod, "llvm.x86.avx512.permvar.sf.512", self.vf, [self.vf, self.vi]
             )
             return b.call(fn, [ir.Constant(self.vf, [float(x) for x in t16]), code])
         if wdt.bits <= 4 and self.isa != "generic" and pl.vl == 8:
             t16 = np.zeros(16, np.float32)
             t16[: table.size] = table
-            fn = _intrinsic(
-                self.mod, "llvm.x86.avx2.permps", self.vf, [self.vf, self.vi]
-            )
+            fn = declare(self.mod, "llvm.x86.avx2.permps", self.vf, [self.vf, self.vi])
             lo = b.call(fn, [ir.Constant(self.vf, [float(x) for x in t16[:8]]), code])
             if wdt.bits <= 3:
                 return lo
@@ -1134,12 +1113,12 @@ class _Gen:
         glob = self._table(table)
         vl = pl.vl
         v64 = _vec(I64, vl)
-        base = _bcast(b, b.ptrtoint(glob, I64), vl)
+        base = broadcast(b, b.ptrtoint(glob, I64), vl)
         addr = b.add(base, b.shl(b.zext(code, v64), _splat(v64, 2)))
         ptrs = b.inttoptr(addr, _vec(PTR, vl))
         vp = _vec(PTR, vl)
         name = f"llvm.masked.gather.v{vl}f32.v{vl}p0"
-        fn = _intrinsic(
+        fn = declare(
             self.mod, name, self.vf, [vp, I32, _vec(ir.IntType(1), vl), self.vf]
         )
         mask = ir.Constant(_vec(ir.IntType(1), vl), [1] * vl)
@@ -1204,7 +1183,7 @@ class _Gen:
         bv = _vec(I8, pl.vl * 4)
         if pl.path == "vnni":
             if self.native512:
-                fn = _intrinsic(
+                fn = declare(
                     self.mod, "llvm.x86.avx512.vpdpbusd.512", self.vi, [self.vi, bv, bv]
                 )
 
@@ -1214,7 +1193,7 @@ class _Gen:
                 dot = self.dpbusd_portable
             for j in range(nq):
                 xs = [
-                    b.bitcast(_bcast(b, self.x_quad(xr, koff, j, count), pl.vl), bv)
+                    b.bitcast(broadcast(b, self.x_quad(xr, koff, j, count), pl.vl), bv)
                     for xr in xrows
                 ]
                 for jj in range(vc):
@@ -1224,15 +1203,15 @@ class _Gen:
                         b.store(dot(b.load(slot), codes, xq), slot)
             return
         v16 = _vec(I16, pl.vl * 2)
-        ubs = _intrinsic(self.mod, "llvm.x86.avx2.pmadd.ub.sw", v16, [bv, bv])
-        wd = _intrinsic(self.mod, "llvm.x86.avx2.pmadd.wd", self.vi, [v16, v16])
+        ubs = declare(self.mod, "llvm.x86.avx2.pmadd.ub.sw", v16, [bv, bv])
+        wd = declare(self.mod, "llvm.x86.avx2.pmadd.wd", self.vi, [v16, v16])
         run = self.quad_run(len(xrows))
         ones = _splat(v16, 1)
         for j0 in range(0, nq, run):
             js = range(j0, min(nq, j0 + run))
             xs = {
                 j: [
-                    b.bitcast(_bcast(b, self.x_quad(xr, koff, j, count), pl.vl), bv)
+                    b.bitcast(broadcast(b, self.x_quad(xr, koff, j, count), pl.vl), bv)
                     for xr in xrows
                 ]
                 for j in js
@@ -1263,7 +1242,7 @@ class _Gen:
         """AVX2, 8-bit weights: i16 products of raw bytes, two i32 halves."""
         b = self.b
         v16 = _vec(I16, 16)
-        wd = _intrinsic(self.mod, "llvm.x86.avx2.pmadd.wd", self.vi, [v16, v16])
+        wd = declare(self.mod, "llvm.x86.avx2.pmadd.wd", self.vi, [v16, v16])
         ext = b.sext if self.prob.wdt.signed else b.zext
         xs = []
         for xr in xrows:
@@ -1295,7 +1274,7 @@ class _Gen:
         """
         b, pl = self.b, self.plan
         if pl.path == "pmaddwd":
-            hadd = _intrinsic(
+            hadd = declare(
                 self.mod, "llvm.x86.avx2.phadd.d", self.vi, [self.vi, self.vi]
             )
             return [
@@ -1305,7 +1284,7 @@ class _Gen:
         ps = [[b.load(s[0]) for s in row] for row in accs]
         if corr is not None:
             for i, c in enumerate(corr):
-                cv = _bcast(b, c, pl.vl)
+                cv = broadcast(b, c, pl.vl)
                 add = b.fadd if c.type == F32 else b.add
                 ps[i] = [add(pv, cv) for pv in ps[i]]
         return ps
@@ -1327,15 +1306,15 @@ class _Gen:
                 xv = b.load(ptr, typ=b32, align=1)
                 if pl.path == "maddubs":
                     v16 = _vec(I16, 16)
-                    ubs = _intrinsic(
+                    ubs = declare(
                         self.mod, "llvm.x86.avx2.pmadd.ub.sw", v16, [b32, b32]
                     )
-                    wd = _intrinsic(self.mod, "llvm.x86.avx2.pmadd.wd", v8, [v16, v16])
+                    wd = declare(self.mod, "llvm.x86.avx2.pmadd.wd", v8, [v16, v16])
                     part = b.call(wd, [b.call(ubs, [ones8, xv]), _splat(v16, 1)])
                 else:
                     part = self.dpbusd_portable(_splat(v8, 0), ones8, xv)
                 b.store(b.add(b.load(acc), part), acc)
-            red = _intrinsic(self.mod, "llvm.vector.reduce.add.v8i32", I32, [v8])
+            red = declare(self.mod, "llvm.vector.reduce.add.v8i32", I32, [v8])
             total = b.call(red, [b.load(acc)])
         for t in range(n32 * 32, glen):
             byte = b.load(kb.gep(xp, t, I8), typ=I8)
@@ -1358,10 +1337,10 @@ class _Gen:
                 t = ps[i][jj]
                 if z is not None:
                     ssum = self.per_mg(p.sums, rows_idx[i], gi, F32)
-                    t = self.fma(b.fneg(z), _bcast(b, ssum, pl.vl), t)
+                    t = self.fma(b.fneg(z), broadcast(b, ssum, pl.vl), t)
                 if p.act is not None:
                     t = b.fmul(
-                        t, _bcast(b, self.per_mg(p.act, rows_idx[i], gi, F32), pl.vl)
+                        t, broadcast(b, self.per_mg(p.act, rows_idx[i], gi, F32), pl.vl)
                     )
                 slot = self.yacc[i][v0 + jj]
                 b.store(self.fma(t, s, b.load(slot)), slot)
@@ -1406,11 +1385,11 @@ class _Gen:
                 t = b.sitofp(ps[i][jj], self.vd)
                 if z is not None:
                     ssum = b.sitofp(self.per_mg(p.sums, rows_idx[i], gi, I32), F64)
-                    t = b.fsub(t, b.fmul(z, _bcast(b, ssum, pl.vl)))
+                    t = b.fsub(t, b.fmul(z, broadcast(b, ssum, pl.vl)))
                 t = b.fmul(t, s)
                 if p.act is not None:
                     a = b.fpext(self.per_mg(p.act, rows_idx[i], gi, F32), F64)
-                    t = b.fmul(t, _bcast(b, a, pl.vl))
+                    t = b.fmul(t, broadcast(b, a, pl.vl))
                 idx = b.add(
                     b.mul(
                         b.add(ir.Constant(I64, i * p.gn), gi), ir.Constant(I64, pl.r)
@@ -1523,7 +1502,7 @@ class _Gen:
             return vec
 
         def lanes(x: ir.Value) -> ir.Value:
-            return x if isinstance(x.type, ir.VectorType) else _bcast(b, x, width)
+            return x if isinstance(x.type, ir.VectorType) else broadcast(b, x, width)
 
         for op in tail.ops:
             args = [lanes(operand(v)) for v in op.operands]

@@ -74,6 +74,8 @@ from lpcc.codegen.llvm.kernel import (
     KernelRequest,
     NativeKernel,
     Repack,
+    broadcast,
+    declare,
     elem,
     register,
     shape,
@@ -429,18 +431,6 @@ def _const(t: ir.Type, n: int, values: Sequence[float] | float) -> ir.Constant:
     return ir.Constant(_vt(t, n), vals)
 
 
-def _splat(b: ir.IRBuilder, v: ir.Value, n: int) -> ir.Value:
-    vec = b.insert_element(ir.Constant(_vt(v.type, n), None), v, ir.Constant(I32, 0))
-    return b.shuffle_vector(vec, ir.Constant(_vt(v.type, n), None), _const(I32, n, 0))
-
-
-def _declare(module: ir.Module, name: str, ret: ir.Type, args: Sequence[ir.Type]):
-    try:
-        return module.get_global(name)
-    except KeyError:
-        return ir.Function(module, ir.FunctionType(ret, list(args)), name=name)
-
-
 def _c64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
@@ -534,7 +524,7 @@ class _Simd:
         self.native512 = isa == "avx512" and not emulate
 
     def _avx2(self, name: str, ret: ir.Type, a: ir.Value, c: ir.Value, b: ir.IRBuilder):
-        fn = _declare(self.module, name, ret, [a.type, c.type])
+        fn = declare(self.module, name, ret, [a.type, c.type])
         return b.call(fn, [a, c])
 
     def _halves(self, b: ir.IRBuilder, v: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -569,7 +559,7 @@ class _Simd:
     def lookup(self, b: ir.IRBuilder, table: ir.Value, idx: ir.Value) -> ir.Value:
         """table[idx] per byte; `table` is a 16-byte table in every lane."""
         if self.native512:
-            fn = _declare(
+            fn = declare(
                 self.module,
                 "llvm.x86.avx512.permvar.qi.512",
                 _vt(I8, 64),
@@ -588,7 +578,7 @@ class _Simd:
     def maddubs(self, b: ir.IRBuilder, coef: ir.Value, x: ir.Value) -> ir.Value:
         """int16 pairs coef[2i] * x[2i] + coef[2i+1] * x[2i+1] (coef unsigned)."""
         if self.native512:
-            fn = _declare(
+            fn = declare(
                 self.module,
                 "llvm.x86.avx512.pmaddubs.w.512",
                 _vt(I16, 32),
@@ -604,7 +594,7 @@ class _Simd:
     def maddwd(self, b: ir.IRBuilder, x: ir.Value, coef: ir.Value) -> ir.Value:
         """int32 pairs x[2i] * coef[2i] + x[2i+1] * coef[2i+1]."""
         if self.native512:
-            fn = _declare(
+            fn = declare(
                 self.module,
                 "llvm.x86.avx512.pmaddw.d.512",
                 _vt(I32, 16),
@@ -661,8 +651,8 @@ def _fast_kernel(
     # bytes) when it is small, else per quad in registers (vpsignb).
     expand = spec.half and mt * j * 16 <= _EXPAND_LIMIT
     texp = gen.alloca(I8, mt * j * 16) if expand else None
-    fma = _declare(kb.module, f"llvm.fma.v{lanes}f32", vf, [vf, vf, vf])
-    prefetch = _declare(
+    fma = declare(kb.module, f"llvm.fma.v{lanes}f32", vf, [vf, vf, vf])
+    prefetch = declare(
         kb.module, "llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32]
     )
     zeros_f = ir.Constant(vf, None)
@@ -689,7 +679,7 @@ def _fast_kernel(
         """[-H, H] in every lane from the half table H of quad jq of row m."""
         at = b.mul(b.add(b.mul(m, _c64(j)), jq), _c64(e))
         h = kb.load(gen.gep8(tbl, at), 0, I64, align=1)
-        q = b.bitcast(_splat(b, h, w // 8), vi8)  # H in every 8 bytes
+        q = b.bitcast(broadcast(b, h, w // 8), vi8)  # H in every 8 bytes
         return simd.negate_low(b, q)
 
     def table(m: ir.Value, i: ir.Value, jq: ir.Value) -> ir.Value:
@@ -789,9 +779,9 @@ def _fast_kernel(
         """f32 vectors of 0.5 * sum_u ls_u C_u + corr S1 (- z S2) for group g."""
         mg = b.add(b.mul(m, _c64(gn)), g)
         init = b.fmul(ir.Constant(F32, spec.corr), kb.load(s1, mg, F32, align=4))
-        init_v = _splat(b, init, lanes)
+        init_v = broadcast(b, init, lanes)
         if zblk is not None:
-            s2 = _splat(b, kb.load(kb.inp(spec.i_sums2), mg, F32, align=4), lanes)
+            s2 = broadcast(b, kb.load(kb.inp(spec.i_sums2), mg, F32, align=4), lanes)
             zoff = b.mul(g, _c64(r))
             accf = [
                 b.call(
@@ -816,7 +806,7 @@ def _fast_kernel(
                 F32,
                 align=4,
             )
-            hls = _splat(b, b.fmul(ir.Constant(F32, 0.5), ls), lanes)
+            hls = broadcast(b, b.fmul(ir.Constant(F32, 0.5), ls), lanes)
             return [
                 b.call(fma, [b.sitofp(y32[v], vf), hls, accf[v]]) for v in range(nout)
             ]
@@ -1182,7 +1172,7 @@ def _fmax(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
 
 def _quad_sums(b: ir.IRBuilder, xs: list[ir.Value]) -> ir.Value:
     """|x0| + |x1| + ... added left to right in f32 (NumPy's order for < 8 terms)."""
-    fabs = _declare(b.module, "llvm.fabs.f32", F32, [F32])
+    fabs = declare(b.module, "llvm.fabs.f32", F32, [F32])
     s = b.call(fabs, [xs[0]])
     for v in xs[1:]:
         s = b.fadd(s, b.call(fabs, [v]))
@@ -1201,7 +1191,7 @@ def _emit_lut_scale(kb: KernelBuilder, gen: _Gen, p: _Pre, m: ir.Value) -> None:
     base = b.mul(m, _c64(k))
 
     vec = (a // g) % 8 == 0  # 8 quads at a time, each lane summing in order
-    fabs = _declare(
+    fabs = declare(
         kb.module, f"llvm.fabs.v{8 * g}f32", _vt(F32, 8 * g), [_vt(F32, 8 * g)]
     )
 
@@ -1269,9 +1259,9 @@ def _emit_precompute(kb: KernelBuilder, gen: _Gen, p: _Pre, m: ir.Value) -> None
     def quad(jj: ir.Value, _: list) -> list:
         at = b.add(base, b.mul(jj, _c64(g)))
         # The interpreter's order: t = s0 x0, then t = t + s_k x_k (exact products).
-        t = b.fmul(signs[0], _splat(b, kb.load(x, at, F32, align=4), e))
+        t = b.fmul(signs[0], broadcast(b, kb.load(x, at, F32, align=4), e))
         for tt in range(1, g):
-            xv = _splat(b, kb.load(x, b.add(at, _c64(tt)), F32, align=4), e)
+            xv = broadcast(b, kb.load(x, b.add(at, _c64(tt)), F32, align=4), e)
             t = b.fadd(t, b.fmul(signs[tt], xv))
         dst = b.mul(b.add(b.mul(m, _c64(j)), jj), _c64(e))
         if op.scale is None:
@@ -1279,7 +1269,7 @@ def _emit_precompute(kb: KernelBuilder, gen: _Gen, p: _Pre, m: ir.Value) -> None
             return []
         ai = b.sdiv(b.mul(jj, _c64(g)), _c64(act))
         ls = kb.load(ls_ptr, b.add(b.mul(m, _c64(na)), ai), F32, align=4)
-        q = b.fdiv(t, _splat(b, ls, e))
+        q = b.fdiv(t, broadcast(b, ls, e))
         # rint(q) clamped to +-127: clamp to +-256 first, round half to even with
         # the 1.5 * 2^23 trick (exact there, any ISA), clamp again.
         q = _clamp(b, q, 256.0)

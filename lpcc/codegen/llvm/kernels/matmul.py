@@ -51,6 +51,7 @@ from lpcc.codegen.llvm.kernel import (
     KernelRequest,
     NativeKernel,
     Repack,
+    declare,
     elem,
     register,
     shape,
@@ -170,12 +171,6 @@ def entry_alloca(b: ir.IRBuilder, ty: ir.Type, name: str, align: int = 64):
     return slot
 
 
-def intrinsic(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]):
-    if name in module.globals:
-        return module.globals[name]
-    return ir.Function(module, ir.FunctionType(ret, args), name)
-
-
 # -- the microkernel and tile dispatch -------------------------------------------------
 
 
@@ -190,7 +185,7 @@ class Gemm:
     def __init__(self, module: ir.Module, t: Tiling, bias: bool, tag: str) -> None:
         self.module, self.t, self.bias, self.tag = module, t, bias, tag
         self.vt = ir.VectorType(F32, t.vw)
-        self.fma = intrinsic(module, f"llvm.fmuladd.v{t.vw}f32", self.vt, [self.vt] * 3)
+        self.fma = declare(module, f"llvm.fmuladd.v{t.vw}f32", self.vt, [self.vt] * 3)
         self._mk: dict[int, ir.Function] = {}
         self._tiles: dict[tuple[int, bool], ir.Function] = {}
 

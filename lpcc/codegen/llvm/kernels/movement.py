@@ -41,6 +41,7 @@ from lpcc.codegen.llvm.kernel import (
     KernelBuilder,
     KernelRequest,
     NativeKernel,
+    declare,
     elem,
     register,
     shape,
@@ -148,10 +149,7 @@ class _Gen:
 
     def intrinsic(self, name: str, params: list[ir.Type]) -> ir.Function:
         """`double name(params)` declared once (an LLVM intrinsic on doubles)."""
-        mod = self.kb.module
-        if name in mod.globals:
-            return mod.globals[name]  # type: ignore[no-any-return]
-        return ir.Function(mod, ir.FunctionType(F64, params), name)
+        return declare(self.kb.module, name, F64, params)
 
     # memory ----------------------------------------------------------------------
     def memcpy(self, dst: ir.Value, src: ir.Value, nbytes: ir.Value) -> None:
