@@ -262,14 +262,14 @@ class RunPlan:
         if self._tables.get(threads) is None:
             from lpcc.codegen.llvm.pool import split_rows
 
-            calls = [n for n in self._natives if n[1] > 0]
+            calls = [i for i, n in enumerate(self._natives) if n[1] > 0]
             table = np.zeros((len(calls), 3 + 2 * threads), np.int64)
-            self._table_pc = []
-            for r, (native, rows, _, argv_addr, _) in enumerate(calls):
+            self._table_pc = calls  # table row -> native call index
+            for r, i in enumerate(calls):
+                native, rows, _, argv_addr, _ = self._natives[i]
                 chunks = split_rows(rows, threads, native.granule)
                 table[r, :3] = (native.address, argv_addr, len(chunks))
                 table[r, 3 : 3 + 2 * len(chunks)] = np.ravel(chunks)
-                self._table_pc.append(self._natives.index(calls[r]))
             self._tables[threads] = (table, (table.ctypes.data, *table.shape))
         return self._tables[threads][1]
 
