@@ -170,6 +170,43 @@ def declare(
         return ir.Function(module, ir.FunctionType(ret, list(args)), name=name)
 
 
+@contextlib.contextmanager
+def counted_loop(
+    b: ir.IRBuilder,
+    start: ir.Value | int,
+    stop: ir.Value | int,
+    step: int = 1,
+    name: str = "i",
+    latch_metadata: tuple[str, ir.Value] | None = None,
+) -> Iterator[ir.Value]:
+    """`for i in range(start, stop, step)` (step > 0) in `b`'s function.
+
+    Yields the i64 index; the body is what the `with` block emits.
+    `latch_metadata` (kind, node) goes on the back edge, e.g. ("llvm.loop",
+    a no-vectorize loop ID).
+    """
+    start = ir.Constant(I64, start) if isinstance(start, int) else start
+    stop = ir.Constant(I64, stop) if isinstance(stop, int) else stop
+    fn = b.function
+    pre = b.block
+    head = fn.append_basic_block(f"{name}.head")
+    body = fn.append_basic_block(f"{name}.body")
+    done = fn.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64, name=name)
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), body, done)
+    b.position_at_end(body)
+    yield i
+    nxt = b.add(i, ir.Constant(I64, step), name=f"{name}.next", flags=["nsw"])
+    i.add_incoming(nxt, b.block)
+    latch = b.branch(head)
+    if latch_metadata is not None:
+        latch.set_metadata(*latch_metadata)
+    b.position_at_end(done)
+
+
 def broadcast(b: ir.IRBuilder, v: ir.Value, n: int) -> ir.Value:
     """<n x T> with every lane = the scalar `v` (insertelement + shuffle)."""
     ty = ir.VectorType(v.type, n)
@@ -357,26 +394,9 @@ class KernelBuilder:
         name: str = "i",
     ) -> Iterator[ir.Value]:
         """`for i in range(start, stop, step)` (step > 0); yields the i64 index."""
-        b = self.b
-        start = ir.Constant(I64, start) if isinstance(start, int) else start
-        stop = ir.Constant(I64, stop) if isinstance(stop, int) else stop
         self._counter += 1
-        tag = f"{name}{self._counter}"
-        pre = b.block
-        head = self.fn.append_basic_block(f"{tag}.head")
-        body = self.fn.append_basic_block(f"{tag}.body")
-        done = self.fn.append_basic_block(f"{tag}.done")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64, name=tag)
-        i.add_incoming(start, pre)
-        b.cbranch(b.icmp_signed("<", i, stop), body, done)
-        b.position_at_end(body)
-        yield i
-        nxt = b.add(i, ir.Constant(I64, step), name=f"{tag}.next", flags=["nsw"])
-        i.add_incoming(nxt, b.block)
-        b.branch(head)
-        b.position_at_end(done)
+        with counted_loop(self.b, start, stop, step, f"{name}{self._counter}") as i:
+            yield i
 
     def fail_if(self, cond: ir.Value, message: str) -> None:
         """If `cond` (i1, or any lane of an i1 vector) holds, report `message`.

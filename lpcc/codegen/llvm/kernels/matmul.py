@@ -51,6 +51,7 @@ from lpcc.codegen.llvm.kernel import (
     KernelRequest,
     NativeKernel,
     Repack,
+    counted_loop,
     declare,
     elem,
     register,
@@ -126,32 +127,7 @@ def store(b: ir.IRBuilder, v: ir.Value, ptr: ir.Value, idx: ir.Value | int) -> N
     b.store(v, gep(b, ptr, idx, elt), align=4)
 
 
-@contextlib.contextmanager
-def loop(
-    b: ir.IRBuilder,
-    start: ir.Value | int,
-    stop: ir.Value | int,
-    step: int = 1,
-    name: str = "i",
-) -> Iterator[ir.Value]:
-    """`for i in range(start, stop, step)` in the builder's current function."""
-    start = c64(start) if isinstance(start, int) else start
-    stop = c64(stop) if isinstance(stop, int) else stop
-    pre = b.block
-    head = b.append_basic_block(f"{name}.head")
-    body = b.append_basic_block(f"{name}.body")
-    done = b.append_basic_block(f"{name}.done")
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64, name=name)
-    i.add_incoming(start, pre)
-    b.cbranch(b.icmp_signed("<", i, stop), body, done)
-    b.position_at_end(body)
-    yield i
-    nxt = b.add(i, c64(step), name=f"{name}.next", flags=["nsw"])
-    i.add_incoming(nxt, b.block)
-    b.branch(head)
-    b.position_at_end(done)
+loop = counted_loop  # conv.py and this module's microkernels use the name
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ from lpcc.codegen.llvm.kernel import (
     KernelBuilder,
     KernelRequest,
     NativeKernel,
+    counted_loop,
     declare,
     elem,
     register,
@@ -252,27 +253,13 @@ class _Gen:
         """`kb.loop` that LLVM must not vectorize: edge loops with strided
         loads, where it would emit long element-insert sequences that cost
         compile time and code size for a handful of elements."""
-        kb, b = self.kb, self.b
-        pre = b.block
-        head = kb.fn.append_basic_block(f"{name}.head")
-        body = kb.fn.append_basic_block(f"{name}.body")
-        done = kb.fn.append_basic_block(f"{name}.done")
-        b.branch(head)
-        b.position_at_end(head)
-        i = b.phi(I64, name=name)
-        i.add_incoming(start, pre)
-        b.cbranch(b.icmp_signed("<", i, stop), body, done)
-        b.position_at_end(body)
-        yield i
-        nxt = b.add(i, self.i64(1), flags=["nsw"])
-        i.add_incoming(nxt, b.block)
-        latch = b.branch(head)
         if self._novec is None:
             self._novec = self.kb.module.add_metadata(
                 [ir.MetaDataString(self.kb.module, _NOVEC_TAG)]
             )
-        latch.set_metadata("llvm.loop", self._novec)
-        b.position_at_end(done)
+        meta = ("llvm.loop", self._novec)
+        with counted_loop(self.b, start, stop, 1, name, latch_metadata=meta) as i:
+            yield i
 
     def kernel(self, rows: Dim, row_bytes: int, note: str) -> NativeKernel:
         nk = self.kb.kernel(rows=rows, granule=_granule(row_bytes), note=note)
