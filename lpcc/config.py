@@ -66,6 +66,17 @@ def _flag(text: str) -> bool:
     raise ValueError("expected 1 or 0 (or true/false, yes/no, on/off)")
 
 
+def _archs(text: str) -> tuple[str, ...]:
+    low = text.strip().lower()
+    if low in ("", "none"):
+        return ()
+    archs = tuple(a.strip() for a in low.split(","))
+    for a in archs:
+        if not (a.startswith("sm_") and a[3:].isdigit() and int(a[3:]) >= 70):
+            raise ValueError(f"{a!r} is not an architecture like sm_80 (sm_70 on)")
+    return archs
+
+
 KNOBS: dict[str, Knob] = {
     k.name: k
     for k in (
@@ -99,6 +110,20 @@ KNOBS: dict[str, Knob] = {
             0,
             _nonnegative_int,
             "threads CPU kernels split their work over (0: all cores)",
+        ),
+        Knob(
+            "cuda_device",
+            "auto",
+            _choice("auto", "gpu", "emulate"),
+            "where target='cuda' kernels run: auto (the GPU; an error without "
+            "one), gpu, emulate (lpcc's host emulator: slow, for tests)",
+        ),
+        Knob(
+            "cuda_archs",
+            ("sm_80", "sm_90"),
+            _archs,
+            "GPU architectures whose cubins a cuda program carries (nvcc, at "
+            "compile time); none: only the CUDA C, compiled by NVRTC when loaded",
         ),
         Knob(
             "logs",

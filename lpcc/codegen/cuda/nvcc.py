@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from lpcc.errors import LpccError
@@ -126,6 +127,30 @@ def _nvcc(source: str, arch: str, kind: str, extra: list[str]) -> tuple[bytes, s
 def compile_cuda(source: str, arch: str = "sm_90", kind: str = "cubin") -> bytes:
     """CUDA C source to a cubin (or PTX text as bytes) for `arch`; no GPU needed."""
     return _nvcc(source, arch, kind, [])[0]
+
+
+def compile_fatbin(source: str, archs: Sequence[str]) -> bytes:
+    """One fatbin with a cubin for each of `archs` (what saved programs carry).
+
+    A cubin runs on its architecture's later minor versions (sm_80 on sm_86
+    and sm_89); the loader picks the best cubin for the GPU, else NVRTC.
+    """
+    if not archs:
+        raise CudaCompileError("lpcc cuda: compile_fatbin needs at least one arch")
+    for arch in archs:
+        _check_arch(arch)
+    nvcc = find_tool("nvcc")
+    with tempfile.TemporaryDirectory(prefix="lpcc_nvcc_") as tmp:
+        src = Path(tmp) / "kernel.cu"
+        out = Path(tmp) / "kernel.fatbin"
+        src.write_text(source)
+        cmd = [nvcc, "--fatbin", "-O3", "-std=c++17"]
+        for arch in archs:
+            num = arch.removeprefix("sm_")
+            cmd.append(f"-gencode=arch=compute_{num},code={arch}")
+        cmd += ["-o", str(out), str(src)]
+        _run(cmd, f"nvcc --fatbin for {', '.join(archs)}")
+        return out.read_bytes()
 
 
 _FUNC = re.compile(r"Compiling entry function '(\w+)'|Function properties for (\w+)")

@@ -37,14 +37,14 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from llvmlite import ir
 from xdsl.dialects import func
-from xdsl.ir import Operation, SSAValue
 
+from lpcc.codegen.contract import FuncRequest, Registry
+from lpcc.codegen.contract import Repack as Repack
+from lpcc.codegen.contract import elem as elem
+from lpcc.codegen.contract import shape as shape
 from lpcc.errors import IRError
-from lpcc.ir.dialect import ops as lp
-from lpcc.ir.dialect import to_dtype
 from lpcc.ir.dtypes import DType
 from lpcc.ir.symbolic import Dim, _check
 
@@ -56,20 +56,6 @@ I64 = ir.IntType(64)
 F32 = ir.FloatType()
 F64 = ir.DoubleType()
 PTR = ir.PointerType()  # opaque pointer (LLVM 15+)
-
-
-@dataclass(frozen=True)
-class Repack:
-    """How a constant input is rewritten for a kernel, once, at compile time.
-
-    `fn` takes the constant's value-domain array (its logical shape) and
-    returns a 1-D uint8 array: the bytes the kernel reads. `layout` names
-    the order in listings and dumps (e.g. "lut4-avx2[32 rows x g128]").
-    Two kernels with the same `layout` share one repacked copy.
-    """
-
-    layout: str
-    fn: Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -87,7 +73,7 @@ class NativeKernel:
 
 
 @dataclass(frozen=True)
-class KernelRequest:
+class KernelRequest(FuncRequest):
     """One kernel to generate; see the module docstring."""
 
     func: func.FuncOp
@@ -95,66 +81,15 @@ class KernelRequest:
     const_inputs: frozenset[int]  # argument indices fed by program constants
     entry: str
 
-    @property
-    def op(self) -> Operation:
-        """The kernel's one op (an lp op or an `lp.fused`)."""
-        first = self.func.body.block.first_op
-        assert first is not None
-        return first
-
-    @property
-    def args(self) -> tuple[SSAValue, ...]:
-        return tuple(self.func.body.block.args)
-
-    def arg_index(self, v: SSAValue) -> int:
-        """Input slot of `v`, a kernel argument."""
-        return self.args.index(v)  # type: ignore[arg-type]
-
 
 Generator = Callable[[KernelRequest], NativeKernel | None]
-_GENERATORS: dict[type, list[tuple[str | None, Generator]]] = {}
-_LOADED = False
-
-
-def register(
-    op_type: type, kind: str | None = None
-) -> Callable[[Generator], Generator]:
-    """Decorator: `gen` may generate kernels for `op_type` (fused: of `kind`)."""
-
-    def deco(gen: Generator) -> Generator:
-        _GENERATORS.setdefault(op_type, []).append((kind, gen))
-        return gen
-
-    return deco
-
-
-def _load_generators() -> None:
-    """Import the generator modules (they register on import)."""
-    import importlib
-    import pkgutil
-
-    import lpcc.codegen.llvm.kernels as pkg
-
-    global _LOADED
-    _LOADED = True
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{info.name}")
+_REGISTRY: Registry[KernelRequest, NativeKernel] = Registry("lpcc.codegen.llvm.kernels")
+register = _REGISTRY.register
 
 
 def generate(req: KernelRequest) -> NativeKernel | None:
     """The first registered generator's kernel for `req`, or None (reference)."""
-    if not _LOADED:
-        _load_generators()
-    op = req.op
-    kind = getattr(getattr(op, "kind", None), "data", None)
-    for want, gen in _GENERATORS.get(type(op), ()):
-        if want is not None and want != kind:
-            continue
-        kernel = gen(req)
-        if kernel is not None:
-            return kernel
-    return None
+    return _REGISTRY.generate(req)
 
 
 # -- small IR helpers every kernel family uses --------------------------------------
@@ -216,16 +151,6 @@ def broadcast(b: ir.IRBuilder, v: ir.Value, n: int) -> ir.Value:
 
 
 # -- value types ----------------------------------------------------------------
-
-
-def elem(v: SSAValue) -> DType:
-    """The lpcc element type of a tensor value."""
-    return to_dtype(v.type.element_type)  # type: ignore[attr-defined]
-
-
-def shape(v: SSAValue) -> tuple[Dim, ...]:
-    """Shape of a tensor value: ints and size expressions (`lp.value_dims`)."""
-    return lp.value_dims(v)
 
 
 def storage_type(dt: DType) -> ir.Type:

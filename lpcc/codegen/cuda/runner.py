@@ -1,0 +1,201 @@
+"""Calling CUDA kernels from the VM: on the GPU (CuPy) or on the host emulator.
+
+A saved CUDA kernel is its CUDA C source, the JSON meta `lower.kernel_meta`
+writes (launches, symbols, scratch, errors) and, when nvcc was there at
+compile time, a fatbin with a cubin per architecture. Where it runs is the
+`cuda_device` knob (`LPCC_CUDA_DEVICE`):
+
+* "gpu": CuPy loads the fatbin when it has a cubin this GPU runs (same
+  major version, minor not above the GPU's), else NVRTC compiles the source
+  for the GPU. Inputs are copied to the device per call, constants once (by
+  host address), outputs copied back: the VM plans host memory, so a CUDA
+  program today pays a copy per kernel (device-resident plans are next).
+* "emulate": `emu.emulate` runs each launch on the host: the tests' way of
+  running target="cuda" programs end to end without a GPU.
+* "auto" (default): the GPU, or a clear error naming both ways out.
+
+Importing this module needs numpy only; CuPy is imported when a GPU kernel
+loads.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lpcc import config
+from lpcc.ir.symbolic import evaluate
+from lpcc.runtime.kernels import ExecutionError, RuntimeDependencyError
+
+KernelFn = Callable[[list[np.ndarray], list[np.ndarray], dict[str, int]], None]
+
+NO_GPU = (
+    "this program's kernels are CUDA kernels ({what}). Run it on a machine with "
+    "an NVIDIA GPU and CuPy (pip install 'lpcc[cuda]'), or set "
+    "LPCC_CUDA_DEVICE=emulate to run them on lpcc's host emulator (slow; g++ "
+    "needed), or recompile with target='cpu'"
+)
+
+
+def gpu_available() -> bool:
+    """Whether CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:  # any failure means no usable GPU
+        return False
+
+
+def resolve_device(device: str | None = None) -> str:
+    """ "gpu" or "emulate" for `device` (None: the `cuda_device` knob)."""
+    want = device or config.get("cuda_device")
+    if want not in ("auto", "gpu", "emulate"):
+        raise RuntimeDependencyError(
+            f"cuda device {want!r}: choose auto, gpu or emulate (LPCC_CUDA_DEVICE)"
+        )
+    if want == "emulate":
+        from . import emu
+
+        if not emu.available():
+            raise RuntimeDependencyError(
+                "LPCC_CUDA_DEVICE=emulate runs CUDA kernels on the host with g++, "
+                "which is not on PATH; install g++ (or run on a GPU)"
+            )
+        return "emulate"
+    try:
+        import cupy  # noqa: F401
+    except ImportError as err:
+        raise RuntimeDependencyError(
+            NO_GPU.format(what=f"CuPy is not installed: {err}")
+        ) from None
+    if not gpu_available():
+        raise RuntimeDependencyError(NO_GPU.format(what="CuPy sees no CUDA device"))
+    return "gpu"
+
+
+def cuda_kernel_fn(
+    name: str,
+    source: str,
+    meta: dict[str, Any],
+    binaries: dict[str, bytes],
+    *,
+    device: str | None = None,
+) -> KernelFn:
+    """The VM-callable function of one CUDA kernel (see the module docstring)."""
+    try:
+        launches = [
+            (
+                str(la["entry"]),
+                tuple(la["grid"]),
+                tuple(int(b) for b in la["block"]),
+                int(la.get("shared_bytes", 0)),
+            )
+            for la in meta["launches"]
+        ]
+        symbols = [str(s) for s in meta.get("symbols", ())]
+        scratch = list(meta.get("scratch", ()))
+        errors = {int(c): str(m) for c, m in meta.get("errors", {}).items()}
+        const_inputs = {int(i) for i in meta.get("const_inputs", ())}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"bad CUDA kernel meta ({err})") from None
+    where = resolve_device(device)
+
+    def check(status: int) -> None:
+        if status:
+            why = errors.get(status, f"unknown status code {status}")
+            raise ExecutionError(f"kernel {name!r}: {why}")
+
+    if where == "emulate":
+        from . import emu
+
+        def run(
+            inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
+        ) -> None:
+            ins = [np.ascontiguousarray(a) for a in inputs]
+            outs = [o if o.flags.c_contiguous else np.empty_like(o) for o in outputs]
+            bufs = [np.zeros(max(evaluate(s, env), 1), np.uint8) for s in scratch]
+            status = np.zeros(1, np.int32)
+            syms = [int(env[s]) for s in symbols]
+            for entry, grid, block, shared in launches:
+                g = tuple(evaluate(d, env) for d in grid)
+                if min(g) <= 0:
+                    continue
+                args = [*ins, *outs, *bufs, *syms, status]
+                emu.emulate(source, entry, g, block, args, shared_bytes=shared)
+            for o, t in zip(outputs, outs, strict=True):
+                if o is not t:
+                    o[...] = t
+            check(int(status[0]))
+
+        return run
+
+    import cupy
+
+    fns = _gpu_functions(name, source, binaries, meta, [la[0] for la in launches])
+    consts: dict[tuple[int, int, int], Any] = {}
+
+    def run_gpu(
+        inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
+    ) -> None:
+        ins = []
+        for i, a in enumerate(inputs):
+            if i in const_inputs:
+                key = (i, a.ctypes.data, a.nbytes)
+                if key not in consts:
+                    consts[key] = (cupy.asarray(np.ascontiguousarray(a)), a)
+                ins.append(consts[key][0])
+            else:
+                ins.append(cupy.asarray(np.ascontiguousarray(a)))
+        outs = [cupy.empty(o.shape, o.dtype) for o in outputs]
+        bufs = [cupy.zeros(max(evaluate(s, env), 1), cupy.uint8) for s in scratch]
+        status = cupy.zeros(1, cupy.int32)
+        syms = [np.int64(env[s]) for s in symbols]
+        for entry, grid, block, shared in launches:
+            g = tuple(evaluate(d, env) for d in grid)
+            if min(g) <= 0:
+                continue
+            fns[entry](g, block, (*ins, *outs, *bufs, *syms, status), shared_mem=shared)
+        for o, d in zip(outputs, outs, strict=True):
+            o[...] = cupy.asnumpy(d)
+        check(int(status.get()[0]))
+
+    return run_gpu
+
+
+def _gpu_functions(
+    name: str,
+    source: str,
+    binaries: dict[str, bytes],
+    meta: dict[str, Any],
+    entries: list[str],
+) -> dict[str, Any]:
+    """The entries' `cupy.RawKernel`s: from the fatbin when it has a cubin for
+    this GPU, else compiled by NVRTC."""
+    import cupy
+
+    cc = int(cupy.cuda.Device().compute_capability)  # e.g. 90
+    archs = [int(a.removeprefix("sm_")) for a in meta.get("archs", ())]
+    fits = [a for a in archs if a // 10 == cc // 10 and a <= cc]
+    fat = binaries.get("fatbin")
+    if fat and fits:
+        fd, path = tempfile.mkstemp(prefix=f"lpcc_{name}_", suffix=".fatbin")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(fat)
+            module = cupy.RawModule(path=path)
+            return {e: module.get_function(e) for e in entries}
+        finally:
+            os.unlink(path)
+    try:
+        module = cupy.RawModule(code=source, options=("-std=c++17",))
+        return {e: module.get_function(e) for e in entries}
+    except Exception as err:  # NVRTC's compile errors are CuPy exceptions
+        raise ExecutionError(
+            f"kernel {name!r}: NVRTC could not compile its CUDA C for sm_{cc} "
+            f"({type(err).__name__}: {err}); this is a bug in lpcc's CUDA backend"
+        ) from None
