@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from lpcc.runtime import Program
 
 TARGETS = ("reference", "cpu", "cuda")
-_BUILT_TARGETS = ("reference", "cpu")
+_BUILT_TARGETS = ("reference", "cpu", "cuda")
 
 
 def _check_target(target: str) -> None:
@@ -295,7 +295,8 @@ class _Dumper:
       later stage given on its command line) and checks `program.txt`;
     * `program.txt`: the VM listing;
     * `kernels/<name>.mlir`: each kernel's function (the op it runs), and
-      for CPU kernels `<name>.ll` (LLVM IR) and `<name>.s` (assembly).
+      for CPU kernels `<name>.ll` (LLVM IR) and `<name>.s` (assembly), for
+      CUDA kernels `<name>.cu` (the CUDA C the program carries).
 
     Files of an earlier dump in the same directory are removed first.
     """
@@ -385,6 +386,8 @@ class _Dumper:
 
                 self.write(f"kernels/{name}.ll", src["ll"])
                 self.write(f"kernels/{name}.s", asm(src["ll"], isa))
+            if "cu" in src:
+                self.write(f"kernels/{name}.cu", src["cu"])
 
 
 _REPRO = '''\

@@ -16,8 +16,10 @@ Layout (all integers little-endian):
                   at the end of the last section
 
 The section table lists (name, offset, size, sha256) for every section: one
-per constant (its packed code bytes, as `DType.pack` writes them) and one per
-kernel (its source text or binary). The layout is canonical, so `load` can
+per constant (its packed code bytes, as `DType.pack` writes them), one per
+kernel (its source text or binary) and one per compiled form a kernel
+carries (`Kernel.binaries`, e.g. a CUDA kernel's "fatbin", named
+`kernel/<name>/<key>`; format 1.1, absent from 1.0 files). The layout is canonical, so `load` can
 demand it exactly: every byte of the file is covered by the header checksum,
 a section checksum, or a must-be-zero padding rule, and any corruption is
 detected.
@@ -65,7 +67,7 @@ from .program import (
 )
 
 MAGIC = b"LPCCPRG\0"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)  # 1.1: kernels may carry binaries
 ALIGN = 64
 _PREFIX = struct.Struct("<8sHHQ")
 _DIGEST = 32
@@ -125,6 +127,10 @@ def _header(program: Program) -> tuple[dict[str, Any], list[bytes]]:
                 "meta": k.meta,
                 "encoding": _TEXT if text else _BINARY,
                 "section": section(f"kernel/{k.name}", data),
+                "binaries": {
+                    key: section(f"kernel/{k.name}/{key}", blob)
+                    for key, blob in sorted(k.binaries.items())
+                },
             }
         )
     header = {
@@ -245,16 +251,28 @@ def _fail(where: str, why: str) -> NoReturn:
     raise _Bad(f"{where}: {why}")
 
 
-def _obj(v: Any, where: str, keys: dict[str, Callable[[Any, str], Any]], lax: bool):
+def _obj(
+    v: Any,
+    where: str,
+    keys: dict[str, Callable[[Any, str], Any]],
+    lax: bool,
+    optional: dict[str, Any] | None = None,
+):
+    """`v` checked against `keys`; `optional` fields (newer minor versions)
+    take their default when absent."""
     if not isinstance(v, dict):
         _fail(where, f"expected an object, got {type(v).__name__}")
-    missing = [k for k in keys if k not in v]
+    optional = optional or {}
+    missing = [k for k in keys if k not in v and k not in optional]
     if missing:
         _fail(where, f"missing field {missing[0]!r}")
     extra = [k for k in v if k not in keys]
     if extra and not lax:
         _fail(where, f"unknown field {extra[0]!r}")
-    return {k: check(v[k], f"{where}.{k}") for k, check in keys.items()}
+    return {
+        k: check(v[k], f"{where}.{k}") if k in v else optional[k]
+        for k, check in keys.items()
+    }
 
 
 def _list(item: Callable[[Any, str], Any]) -> Callable[[Any, str], list[Any]]:
@@ -520,6 +538,10 @@ def _schema(raw: Any, lax: bool) -> dict[str, Any]:
             _fail(where, f"expected {_TEXT!r} or {_BINARY!r}")
         return v  # type: ignore[no-any-return]
 
+    def binaries(v: Any, where: str) -> dict[str, int]:
+        d = _dict(v, where)
+        return {_name(k, f"{where} key"): _int(x, f"{where}.{k}") for k, x in d.items()}
+
     kernel = _list(
         lambda v, w: _obj(
             v,
@@ -531,8 +553,10 @@ def _schema(raw: Any, lax: bool) -> dict[str, Any]:
                 "meta": _dict,
                 "encoding": encoding,
                 "section": _int,
+                "binaries": binaries,
             },
             lax,
+            {"binaries": {}},
         )
     )
     section = _list(
@@ -604,7 +628,12 @@ def _build(h: dict[str, Any], payloads: list[bytes]) -> Program:
                 source = data.decode("utf-8")
             except UnicodeDecodeError as err:
                 _fail(where, f"source is not UTF-8 ({err})")
-        kernels.append(Kernel(k["name"], k["target"], k["kind"], source, k["meta"]))
+        bins = {
+            key: take(i, f"{where}.binaries.{key}") for key, i in k["binaries"].items()
+        }
+        kernels.append(
+            Kernel(k["name"], k["target"], k["kind"], source, k["meta"], bins)
+        )
     if len(used) != len(payloads):
         _fail("header.sections", "a section is not used by any constant or kernel")
     return Program(

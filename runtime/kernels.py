@@ -154,3 +154,27 @@ def _cpu_loader(kernel: Kernel) -> KernelFn:
 
 
 register_kernel_loader("cpu", _cpu_loader)
+
+
+# -- the cuda target: CUDA C (+ fatbins) from lpcc.codegen.cuda --------------------
+
+
+def _cuda_loader(kernel: Kernel) -> KernelFn:
+    """Load a CUDA kernel on the GPU (CuPy) or the host emulator (`cuda_device`)."""
+    if kernel.kind != "cuda-c" or not isinstance(kernel.source, str):
+        raise ProgramError(
+            f"kernel {kernel.name!r}: the cuda target runs kernels of kind "
+            f"'cuda-c' (CUDA C text), not {kernel.kind!r}"
+        )
+    from lpcc.codegen.cuda.runner import cuda_kernel_fn
+
+    try:
+        return cuda_kernel_fn(kernel.name, kernel.source, kernel.meta, kernel.binaries)
+    except ValueError as err:
+        raise ProgramError(
+            f"kernel {kernel.name!r}: its metadata does not describe a CUDA "
+            f"kernel ({err}); recompile the program"
+        ) from None
+
+
+register_kernel_loader("cuda", _cuda_loader)

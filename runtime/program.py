@@ -123,7 +123,8 @@ class Kernel:
     """One kernel: for target "reference", kind "lp" and MLIR text in `source`.
 
     `source` is text (MLIR, C, PTX) or bytes (an object file); `meta` is JSON
-    data (the op it came from, `num_inputs`, `num_outputs`).
+    data (the op it came from, `num_inputs`, `num_outputs`); `binaries` are
+    compiled forms kept beside the source (a CUDA kernel's "fatbin").
     """
 
     name: str
@@ -131,6 +132,7 @@ class Kernel:
     kind: str
     source: str | bytes
     meta: dict[str, Any] = field(default_factory=dict)
+    binaries: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

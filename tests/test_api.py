@@ -37,13 +37,9 @@ def test_torch_in_torch_out_numpy_in_numpy_out() -> None:
     np.testing.assert_allclose(got_np, model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("target", "message"),
-    [("cuda", "not built yet"), ("tpu", "unknown target")],
-)
-def test_targets_not_built_say_so(target: str, message: str) -> None:
-    with pytest.raises(CompileError, match=message):
-        lpcc.compile(mlp(), (torch.randn(2, 33),), target=target)
+def test_unknown_target_says_so() -> None:
+    with pytest.raises(CompileError, match="unknown target 'tpu'.*cuda"):
+        lpcc.compile(mlp(), (torch.randn(2, 33),), target="tpu")
 
 
 def test_wrong_inputs_name_the_parameter(

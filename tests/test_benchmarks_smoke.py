@@ -266,3 +266,14 @@ def test_decode_toy_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert names[2].startswith("lpcc int4-g32") and len(rows) == 3
     assert all(t > 0 for _, _, t in rows)
     assert "tok/s" in capsys.readouterr().out
+
+
+def test_gpu_gemm_without_a_gpu_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    import gpu_gemm
+
+    from lpcc.codegen.cuda.runner import gpu_available
+
+    if gpu_available():
+        pytest.skip("this machine has a GPU: the benchmark would run")
+    assert gpu_gemm.main(["--quick"]) == 2
+    assert "no GPU" in capsys.readouterr().err

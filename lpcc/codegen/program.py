@@ -37,6 +37,7 @@ use.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -73,7 +74,8 @@ from lpcc.runtime.program import (
     buffer_nbytes,
 )
 
-TARGETS = ("reference", "cpu")
+TARGETS = ("reference", "cpu", "cuda")
+_log = logging.getLogger("lpcc.compile")
 _HINT = 64
 
 
@@ -118,14 +120,19 @@ def build_program(
     dim_ranges: Mapping[str, tuple[int, int | None]] | None = None,
     isa: str | None = None,
     sources: dict[str, dict[str, str]] | None = None,
+    archs: Sequence[str] | None = None,
 ) -> Program:
     """Lower `func.func @name` of `module` to a Program for `target`.
 
     For "cpu", `isa` is the instruction-set level of the native kernels
-    (default: the best this host runs, capped by `LPCC_CPU_ISA`).
+    (default: the best this host runs, capped by `LPCC_CPU_ISA`). For
+    "cuda", `archs` are the GPU architectures whose cubins the program
+    carries (default: the `cuda_archs` knob; empty: CUDA C only, compiled
+    by NVRTC when loaded); kernels are generated for the oldest of them.
     `sources`, if given, is filled with each kernel's generated source by
-    kernel name: {"mlir": kernel function, "ll": LLVM IR (cpu kernels)}, for
-    IR dumps; saved programs never hold the LLVM IR text.
+    kernel name: {"mlir": kernel function, "ll": LLVM IR (cpu kernels),
+    "cu": CUDA C (cuda kernels)}, for IR dumps; saved programs never hold
+    the LLVM IR text.
     """
     if target not in TARGETS:
         raise IRError(
@@ -146,6 +153,11 @@ def build_program(
 
         lowering.target = "cpu"
         lowering.isa = isa_mod.selected_isa(to_run=True) if isa is None else isa
+    elif target == "cuda":
+        from lpcc import config
+
+        lowering.target = "cuda"
+        lowering.archs = tuple(config.get("cuda_archs") if archs is None else archs)
     return lowering.run()
 
 
@@ -177,6 +189,7 @@ class _Lowering:
         self.counts: dict[str, int] = {}
         self.target = "reference"
         self.isa = ""
+        self.archs: tuple[str, ...] = ()
         # Constants become program constants when first read as they are; a
         # weight only a native kernel reads (repacked) is never stored raw.
         self.lazy: dict[SSAValue, lp.ConstantOp] = {}
@@ -202,6 +215,8 @@ class _Lowering:
         results = self._returns(ret)
         outputs = self._output_specs(results, where)
         instructions, storages = self._plan(results)
+        if self.target == "cuda":
+            self._fatbins()
         program = Program(
             inputs=inputs,
             outputs=outputs,
@@ -220,7 +235,8 @@ class _Lowering:
             instructions=instructions,
             target=self.target,
             meta={"function": self.fn.sym_name.data}
-            | ({"isa": self.isa} if self.target == "cpu" else {}),
+            | ({"isa": self.isa} if self.target == "cpu" else {})
+            | ({"archs": list(self.archs)} if self.target == "cuda" else {}),
             dim_ranges=self.dim_ranges,
         )
         program.validate()
@@ -232,14 +248,14 @@ class _Lowering:
             raise IRError(f"{where}: cannot lower {op.name} (one result expected)")
         if isinstance(op, lp.ConstantOp):
             self.lazy[op.result] = op
-            if self.target != "cpu":  # only native kernels repack constants
+            if self.target == "reference":  # generated kernels repack constants
                 self._buf(op.result)
         elif isinstance(op, lp.ReshapeOp):
             src = self._buf(op.input)
             dst = self._new(op.results[0], root=self.bufs[src].root)
             self.steps.append(_Step("view", (dst,), (src,)))
         elif type(op) in impls or fused:
-            if not self._call(op):  # a region no CPU generator takes: op by op
+            if not self._call(op):  # a region no generator takes: op by op
                 self._split(op, where, impls)  # type: ignore[arg-type]
         else:
             raise IRError(
@@ -355,13 +371,20 @@ class _Lowering:
         """The kernel's name and its repacked inputs (None: split the region)."""
         kfn = kernel_function(op, operands)
         text = print_module(ModuleOp([kfn]))
-        if self.target == "cpu":
+        if self.target in ("cpu", "cuda"):
             consts = tuple(i for i, v in enumerate(operands) if v in self.lazy)
-            native = self._native(op, kfn, text, consts)
+            lower = self._native if self.target == "cpu" else self._cuda
+            native = lower(op, kfn, text, consts)
             if native is not None:
                 return native[0].name, native[1]
             if isinstance(op, FusedOp):
                 return None, {}
+            _log.info(
+                "%s: no %s kernel for %s; it runs in the interpreter on the host",
+                self.fn.sym_name.data,
+                self.target,
+                op.name,
+            )
         if text not in self.kernels:
             short = _short(op)
             n = self.counts.get(short, 0)
@@ -405,6 +428,60 @@ class _Lowering:
                 self.kernels[f"native:{name}"] = kernel
                 self.native[key] = (kernel, dict(nk.repack))
         return self.native[key]
+
+    def _cuda(
+        self, op: Operation, kfn: func.FuncOp, text: str, consts: tuple[int, ...]
+    ) -> tuple[Kernel, dict[int, object]] | None:
+        """A CUDA kernel for `kfn` (shared by identical ones), or None."""
+        from lpcc.codegen.cuda.lower import kernel_meta, lower_kernel
+
+        key = (text, consts)
+        if key not in self.native:
+            short = _short(op)
+            n = self.counts.get(short, 0)
+            name = f"k_{short}_{n}"
+            arch = min(self.archs, key=_sm) if self.archs else "sm_80"
+            ck = lower_kernel(kfn, arch, consts, entry=name)
+            if ck is None:
+                self.native[key] = None
+            else:
+                self.counts[short] = n + 1
+                meta = {"op": op.name} | kernel_meta(
+                    ck, len(kfn.body.block.args), len(op.results), arch
+                )
+                meta["const_inputs"] = list(consts)
+                meta["archs"] = list(self.archs)
+                kernel = Kernel(name, "cuda", "cuda-c", ck.source, meta)
+                self.sources[name] = {"mlir": text, "cu": ck.source}
+                self.kernels[f"native:{name}"] = kernel
+                self.native[key] = (kernel, dict(ck.repack))
+        return self.native[key]
+
+    def _fatbins(self) -> None:
+        """Compile every CUDA kernel for `archs` with nvcc, two at a time."""
+        cuda = [k for k in self.kernels.values() if k.target == "cuda"]
+        if not self.archs or not cuda:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        from lpcc.codegen.cuda import nvcc
+
+        try:
+            nvcc.find_tool("nvcc")
+        except nvcc.CudaToolNotFound:
+            _log.info(
+                "nvcc not found: the program carries CUDA C only (NVRTC compiles "
+                "it when loaded on a GPU)"
+            )
+            for k in cuda:
+                k.meta["archs"] = []
+            return
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            blobs = list(
+                pool.map(lambda k: nvcc.compile_fatbin(k.source, self.archs), cuda)
+            )
+        for k, blob in zip(cuda, blobs, strict=True):
+            k.binaries["fatbin"] = blob
 
     def _returns(self, ret: func.ReturnOp) -> list[int]:
         """Returned buffers, each a root of its own (copying where needed)."""
@@ -584,6 +661,10 @@ def distinct_operands(op: Operation) -> list[SSAValue]:
         if v not in operands:
             operands.append(v)
     return operands
+
+
+def _sm(arch: str) -> int:
+    return int(arch.removeprefix("sm_"))
 
 
 def _short(op: Operation) -> str:

@@ -300,3 +300,142 @@ def test_error_partial_mask() -> None:
     y = np.zeros(32, np.float32)
     with pytest.raises(EmulationError, match=r"mask 0x0000ffff.*every live lane"):
         emulate(SRC, "partial_mask", 1, 32, [y])
+
+
+# ---- serial mode, parallel blocks, precompiled header --------------------------
+
+SERIAL_SRC = r"""
+// No barrier or warp primitive anywhere: the emulator runs it in serial mode.
+extern "C" __global__ void serial_mix(const int* x, int* y, unsigned* hits,
+                                      int* first, int n) {
+  __shared__ int s[64];
+  const int t = threadIdx.x, i = blockIdx.x * blockDim.x + t;
+  if (blockIdx.x == 0) s[t] = 100 + t;     // only block 0 writes shared memory
+  first[i] = s[t];                         // block 1 must read the 0xFF poison
+  if (i >= n) return;                      // early return: the rest is skipped
+  atomicAdd(hits, 1u);
+  y[i] = x[i] * 2 + int(threadIdx.x);
+}
+"""
+
+PARALLEL_SRC = r"""
+// No shared memory: blocks of a serial-mode launch may run on several threads.
+extern "C" __global__ void count_blocks(unsigned* hits, unsigned long long* sum,
+                                        int* owner) {
+  atomicAdd(hits, 1u);
+  atomicAdd(sum, (unsigned long long)(blockIdx.x * blockDim.x + threadIdx.x));
+  if (threadIdx.x == 0) owner[blockIdx.x] = int(blockIdx.x);
+}
+
+// Block 0 waits (bounded) for block 1's flag: it can only see it when another
+// OS thread runs block 1 while block 0 spins.
+extern "C" __global__ void handshake(int* flag, int* seen) {
+  if (blockIdx.x == 1) {
+    atomicExch(flag, 1);
+    return;
+  }
+  const long long t0 = clock64();
+  while (atomicAdd(flag, 0) == 0 && clock64() - t0 < 5000000000ll) {}
+  seen[0] = atomicAdd(flag, 0);
+}
+"""
+
+
+def test_launch_plan_picks_modes() -> None:
+    assert emu.launch_plan(SRC, 8) == ("threads", 1)  # names __syncthreads
+    assert emu.launch_plan(SERIAL_SRC, 8) == ("serial", 1)  # has __shared__
+    workers = min(emu.PARALLEL_BLOCKS, 8)
+    assert emu.launch_plan(PARALLEL_SRC, (4, 2)) == ("serial", workers)
+    assert emu.launch_plan(PARALLEL_SRC, 1) == ("serial", 1)
+    # A primitive named only in a comment does not count.
+    assert emu.launch_plan("// __syncthreads()\n" + PARALLEL_SRC, 8)[0] == "serial"
+
+
+@pytest.mark.parametrize("mode", ["auto", "threads"])
+def test_serial_mode_matches_threads(mode: str) -> None:
+    n = 100  # 2 blocks of 64: block 1 has 28 threads past n that return early
+    x = np.arange(128, dtype=np.int32) * 3 - 50
+    y = np.full(128, -7, np.int32)
+    hits = np.zeros(1, np.uint32)
+    first = np.zeros(128, np.int32)
+    emulate(SERIAL_SRC, "serial_mix", 2, 64, [x, y, hits, first, n], mode=mode)
+    t = np.arange(128) % 64
+    np.testing.assert_array_equal(y[:n], x[:n] * 2 + t[:n])
+    np.testing.assert_array_equal(y[n:], -7)  # returned before the store
+    assert hits[0] == n
+    np.testing.assert_array_equal(first[:64], 100 + np.arange(64))
+    np.testing.assert_array_equal(first[64:], -1)  # poisoned, not block 0's
+
+
+def test_serial_mode_reports_a_barrier() -> None:
+    x = np.arange(64, dtype=np.int32)
+    with pytest.raises(EmulationError, match=r"'neighbour'.*serial mode"):
+        emulate(SRC, "neighbour", 1, 64, [x, np.zeros_like(x)], mode="serial")
+    with pytest.raises(EmulationError, match=r"mode='fast'"):
+        emulate(SRC, "neighbour", 1, 64, [x, np.zeros_like(x)], mode="fast")
+
+
+def test_parallel_blocks_atomics() -> None:
+    grid, block = 37, 96  # 3 warps per block, 37 blocks over the workers
+    hits = np.zeros(1, np.uint32)
+    total = np.zeros(1, np.uint64)
+    owner = np.full(grid, -1, np.int32)
+    emulate(PARALLEL_SRC, "count_blocks", grid, block, [hits, total, owner])
+    m = grid * block
+    assert hits[0] == m
+    assert total[0] == m * (m - 1) // 2
+    np.testing.assert_array_equal(owner, np.arange(grid))
+
+
+@pytest.mark.skipif(emu.PARALLEL_BLOCKS < 2, reason="one CPU: no parallel blocks")
+def test_parallel_blocks_run_concurrently() -> None:
+    flag = np.zeros(1, np.int32)
+    seen = np.zeros(1, np.int32)
+    emulate(PARALLEL_SRC, "handshake", 2, 1, [flag, seen])
+    assert seen[0] == 1
+
+
+def _fresh_source() -> str:
+    return (
+        f"// {uuid.uuid4()}\n"
+        'extern "C" __global__ void inc(int* y) { y[threadIdx.x] += threadIdx.x; }'
+    )
+
+
+def test_pch_is_built_and_used(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(emu.tempfile, "gettempdir", lambda: str(tmp_path))
+    y = np.ones(40, np.int32)
+    emulate(_fresh_source(), "inc", 1, 40, [y])
+    np.testing.assert_array_equal(y, 1 + np.arange(40))
+    gch = list((tmp_path / "lpcc-cuda-emu").glob("pch-*/lpcc_cuda_emu.h.gch"))
+    assert len(gch) == 1 and gch[0].stat().st_size > 1000
+
+
+def test_pch_fallbacks(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(emu.tempfile, "gettempdir", lambda: str(tmp_path))
+    gxx = emu._gxx("inc")
+    # A corrupt .gch beside the header copy: g++ reads the header text instead.
+    d = emu._pch_dir(gxx)
+    d.mkdir(parents=True)
+    (d / emu.HEADER.name).write_bytes(emu.HEADER.read_bytes())
+    (d / (emu.HEADER.name + ".gch")).write_bytes(b"not a precompiled header")
+    y = np.zeros(8, np.int32)
+    emulate(_fresh_source(), "inc", 1, 8, [y])
+    np.testing.assert_array_equal(y, np.arange(8))
+    # A PCH directory that cannot be created: plain compile, silently.
+    monkeypatch.setattr(emu.tempfile, "gettempdir", lambda: str(tmp_path / "b"))
+    d = emu._pch_dir(gxx)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    d.write_text("a file where the directory should be")
+    y = np.zeros(8, np.int32)
+    emulate(_fresh_source(), "inc", 1, 8, [y])
+    np.testing.assert_array_equal(y, np.arange(8))
+    assert emu._pch_header(gxx) is None
+
+
+def test_big_block_with_barriers() -> None:
+    # 1024 threads as fibers: the tree reduction's barrier pattern on 16 blocks.
+    x = np.arange(64 * 16, dtype=np.float32) % 7
+    y = np.zeros(16, np.float32)
+    emulate(SRC, "block_sum", 16, 64, [x, y, x.size])
+    np.testing.assert_array_equal(y, x.reshape(16, 64).sum(1))

@@ -95,6 +95,43 @@ def test_binary_kernel_round_trips(program: Program) -> None:
     assert again == p
 
 
+def test_kernel_binaries_round_trip_as_sections_of_their_own(
+    program: Program,
+) -> None:
+    k = program.kernels[0]
+    fat = bytes(range(256)) * 5
+    p = Program(
+        inputs=program.inputs,
+        outputs=program.outputs,
+        buffers=program.buffers,
+        constants=program.constants,
+        kernels=[
+            Kernel(k.name, k.target, k.kind, k.source, k.meta, {"fatbin": fat}),
+            *program.kernels[1:],
+        ],
+        instructions=program.instructions,
+        target=program.target,
+    )
+    blob = dumps(p)
+    again = loads(blob)
+    assert again.kernels[0].binaries == {"fatbin": fat}
+    assert again == p
+    header, data = split(blob)
+    (sec,) = header["kernels"][0]["binaries"].values()
+    entry = header["sections"][sec]
+    assert entry["name"] == f"kernel/{k.name}/fatbin"
+    assert data[entry["offset"] : entry["offset"] + entry["size"]] == fat
+
+
+def test_format_1_0_files_without_binaries_load(program: Program, blob: bytes) -> None:
+    header, data = split(blob)
+    for k in header["kernels"]:
+        del k["binaries"]
+    old = loads(resign(header, data, version=(1, 0)))
+    assert old == program
+    assert all(k.binaries == {} for k in old.kernels)
+
+
 def test_layout(program: Program, blob: bytes) -> None:
     magic, major, minor, hlen = struct.unpack_from("<8sHHQ", blob)
     assert magic == b"LPCCPRG\0" and (major, minor) == fmt.FORMAT_VERSION
@@ -139,7 +176,7 @@ def test_wrong_magic_and_versions(blob: bytes) -> None:
     with pytest.raises(FormatError, match="not an lpcc program file"):
         loads(b"\x89PNG")
     with pytest.raises(FormatError, match=r"written by program format 2\.0.*reads"):
-        loads(blob[:8] + struct.pack("<H", 2) + blob[10:])
+        loads(blob[:8] + struct.pack("<HH", 2, 0) + blob[12:])
     with pytest.raises(FormatError, match=r"format 0\.7"):
         loads(blob[:8] + struct.pack("<HH", 0, 7) + blob[12:])
 
@@ -151,7 +188,9 @@ def split(blob: bytes) -> tuple[dict[str, Any], bytes]:
     return json.loads(blob[52 : 52 + hlen]), blob[data_start:]
 
 
-def resign(header: Any, data: bytes, version: tuple[int, int] = (1, 0)) -> bytes:
+def resign(
+    header: Any, data: bytes, version: tuple[int, int] = fmt.FORMAT_VERSION
+) -> bytes:
     """A file whose header checksum is valid for `header` (a hostile writer)."""
     body = json.dumps(header).encode() if not isinstance(header, bytes) else header
     prefix = struct.pack("<8sHHQ", b"LPCCPRG\0", *version, len(body))

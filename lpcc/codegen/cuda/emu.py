@@ -2,10 +2,14 @@
 
 CI has no GPU, so the logic of lpcc's CUDA kernels is checked by compiling the
 same CUDA C source as C++ (`g++ -include lpcc_cuda_emu.h`) and running it on
-the CPU: blocks one after another, a block's threads as OS threads, barriers
-for `__syncthreads`, slot arrays for the warp primitives. The header's opening
-comment describes the model and its limits (no PTX inline assembly: kernels
-give a C fallback under `#ifdef LPCC_EMU`).
+the CPU: blocks one after another, a block's threads as fibers on one OS
+thread, barriers for `__syncthreads`, slot arrays for the warp primitives. A
+source that names no barrier or warp primitive runs in serial mode (threads
+one after another; blocks on `PARALLEL_BLOCKS` OS threads when it has no
+shared memory). The header's opening comment describes the model and its
+limits (no PTX inline assembly: kernels give a C fallback under
+`#ifdef LPCC_EMU`). g++ reads the header precompiled (`.gch` built once in
+the cache directory).
 
 `emulate(source, kernel, grid, block, args)` compiles `source` once (a shared
 library cached by content hash under `<tmp>/lpcc-cuda-emu`) with one generated
@@ -19,6 +23,7 @@ before the kernel runs.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import re
@@ -35,7 +40,15 @@ import numpy as np
 
 from lpcc.errors import LpccError
 
-__all__ = ["HEADER", "EmulationError", "available", "emulate", "kernels"]
+__all__ = [
+    "HEADER",
+    "PARALLEL_BLOCKS",
+    "EmulationError",
+    "available",
+    "emulate",
+    "kernels",
+    "launch_plan",
+]
 
 HEADER = Path(__file__).with_name("emu") / "lpcc_cuda_emu.h"
 # -fno-weak: `__shared__` statics of inline functions would otherwise live in
@@ -164,10 +177,10 @@ def _launchers(names: Sequence[str]) -> str:
     for n in names:
         out.append(
             f"{vis} int lpcc_emu_launch__{n}(const unsigned* dims, void** args, "
-            "unsigned long long shared_bytes, double timeout_s, char* err, "
-            "int errcap) {\n"
-            "  return lpcc_emu::launch(dims, shared_bytes, timeout_s, err, errcap, "
-            f"[args] {{ lpcc_emu::invoke(&{n}, args); }});\n}}"
+            "unsigned long long shared_bytes, double timeout_s, int mode, "
+            "int workers, char* err, int errcap) {\n"
+            "  return lpcc_emu::launch(dims, shared_bytes, timeout_s, mode, workers, "
+            f"err, errcap, [args] {{ lpcc_emu::invoke(&{n}, args); }});\n}}"
         )
         out.append(
             f"{vis} int lpcc_emu_params__{n}(char* buf, int cap) "
@@ -179,6 +192,60 @@ def _launchers(names: Sequence[str]) -> str:
 _LOCK = threading.Lock()
 _LIBS: dict[str, ctypes.CDLL] = {}
 
+# A kernel whose source names none of these runs in serial mode: a block's
+# threads one after another on one OS thread (no barrier can be reached, so no
+# thread waits for another). Conservative: a name anywhere in the source
+# (comments aside) selects OS threads for every kernel of that source.
+_SYNC_RE = re.compile(
+    r"\b(?:__syncthreads\w*|__syncwarp|__shfl\w*|__ballot_sync|__any_sync"
+    r"|__all_sync|__uni_sync|__reduce_\w+_sync|__match_\w+_sync|__activemask"
+    r"|__barrier_sync|cooperative_groups|this_thread_block|tiled_partition"
+    r"|lpcc_emu\s*::)"
+)
+# Blocks of a serial-mode launch run on this many OS threads when the source
+# has no `__shared__` memory (its one static instance serves one block only).
+PARALLEL_BLOCKS = max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What `emulate` needs of one source, computed once per source text."""
+
+    kernels: dict[str, _Kernel]
+    full: str  # the C++ that g++ compiles (source + launchers)
+    serial: bool  # no barrier or warp primitive: serial mode
+    shared: bool  # declares `__shared__` memory
+
+
+@functools.lru_cache(maxsize=256)
+def _prepare(source: str) -> _Source:
+    found = kernels(source)
+    names = [k.name for k in found.values() if not k.template]
+    text = _strip_comments(source)
+    return _Source(
+        kernels=found,
+        full=_rewrite_extern_shared(source) + _launchers(names),
+        serial=_SYNC_RE.search(text) is None,
+        shared=re.search(r"\b__shared__\b", text) is not None,
+    )
+
+
+def launch_plan(
+    source: str, grid: int | Sequence[int], shared_bytes: int = 0
+) -> tuple[str, int]:
+    """("serial" | "threads", OS threads for the blocks) of a launch of `source`.
+
+    The header caps the workers at 1 again if the library has shared memory.
+    """
+    info = _prepare(source)
+    if not info.serial:
+        return "threads", 1
+    g = _dims("grid", "?", grid)
+    nblocks = g[0] * g[1] * g[2]
+    if info.shared or shared_bytes > 0:
+        return "serial", 1
+    return "serial", max(1, min(PARALLEL_BLOCKS, nblocks))
+
 
 def _cache_dir() -> Path:
     d = Path(tempfile.gettempdir()) / "lpcc-cuda-emu"
@@ -188,9 +255,7 @@ def _cache_dir() -> Path:
 
 def _library(source: str, kernel: str) -> ctypes.CDLL:
     """Compile `source` (+ launchers) once per content and load it."""
-    found = kernels(source)
-    names = [k.name for k in found.values() if not k.template]
-    full = _rewrite_extern_shared(source) + _launchers(names)
+    full = _prepare(source).full
     header = HEADER.read_bytes()
     key = hashlib.sha256(
         b"\0".join([header, full.encode(), " ".join(FLAGS).encode()])
@@ -213,7 +278,7 @@ def _library(source: str, kernel: str) -> ctypes.CDLL:
         return lib
 
 
-def _compile(full: str, so: Path, kernel: str) -> None:
+def _gxx(kernel: str) -> str:
     gxx = shutil.which("g++")
     if gxx is None:
         raise EmulationError(
@@ -221,13 +286,99 @@ def _compile(full: str, so: Path, kernel: str) -> None:
             "emulator compiles CUDA C as C++17 with g++; install it (e.g. "
             "`apt-get install g++`) or run the kernel on a GPU."
         )
+    return gxx
+
+
+# ---- precompiled header --------------------------------------------------------
+# Parsing the header's C++ standard library includes is about half of g++'s
+# time for a small kernel. The header is precompiled once (per header content,
+# g++ build and flags) into the cache directory, next to a copy of the header;
+# `-include <copy>` makes g++ take the .gch when it is valid and silently read
+# the copy itself otherwise (a stale or foreign .gch only costs time).
+USE_PCH = True
+_PCH_FAILED: set[str] = set()  # PCH directories whose build failed (this process)
+
+
+@functools.lru_cache(maxsize=8)
+def _gxx_version(gxx: str) -> str:
+    try:
+        proc = subprocess.run(
+            [gxx, "--version"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{os.path.realpath(gxx)} {proc.stdout.strip()}"
+
+
+def _pch_dir(gxx: str) -> Path:
+    key = hashlib.sha256(
+        b"\0".join(
+            [
+                HEADER.read_bytes(),
+                _gxx_version(gxx).encode(),
+                " ".join(FLAGS).encode(),
+            ]
+        )
+    ).hexdigest()[:24]
+    return _cache_dir() / f"pch-{key}"
+
+
+def _pch_header(gxx: str) -> Path | None:
+    """The header copy to `-include` (with its .gch beside it), or None.
+
+    Builds the .gch on first use (atomic rename, so concurrent builders and
+    readers are safe); any failure means None: compile with the plain header.
+    """
+    if not USE_PCH:
+        return None
+    d = _pch_dir(gxx)
+    h = d / HEADER.name
+    gch = d / (HEADER.name + ".gch")
+    if str(d) in _PCH_FAILED:
+        return None
+    if h.exists() and gch.exists():
+        return h
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        if not h.exists():
+            tmp_h = d / f"{HEADER.name}.{tag}"
+            tmp_h.write_bytes(HEADER.read_bytes())
+            os.replace(tmp_h, h)
+        tmp = d / f"{HEADER.name}.{tag}.gch"
+        flags = [f for f in FLAGS if f != "-shared"]
+        cmd = [gxx, *flags, "-x", "c++-header", str(h), "-o", str(tmp)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                raise OSError(proc.stderr[-2000:])
+            os.replace(tmp, gch)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except (OSError, subprocess.SubprocessError):
+        _PCH_FAILED.add(str(d))
+        return None
+    return h
+
+
+def _compile(full: str, so: Path, kernel: str) -> None:
+    gxx = _gxx(kernel)
     tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
     src = so.with_name(f"{so.stem}.{tag}.cpp")
     tmp = so.with_name(f"{so.stem}.{tag}.so")
     src.write_text(full)
-    cmd = [gxx, *FLAGS, "-include", str(HEADER), "-x", "c++", str(src), "-o", str(tmp)]
+    header = _pch_header(gxx) or HEADER
+    cmd = [gxx, *FLAGS, "-include", str(header), "-x", "c++", str(src), "-o", str(tmp)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if (
+            proc.returncode != 0
+            and header != HEADER
+            and re.search(r"\.gch|precompiled|PCH", proc.stderr)
+        ):
+            # A PCH problem g++ does not recover from by itself: plain compile.
+            cmd[cmd.index(str(header))] = str(HEADER)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             log = (proc.stderr + proc.stdout).strip()
             if len(log) > 8000:
@@ -380,6 +531,7 @@ def emulate(
     *,
     shared_bytes: int = 0,
     timeout: float = 60.0,
+    mode: str = "auto",
 ) -> None:
     """Run `kernel` of the CUDA C `source` on the host, as `<<<grid, block>>>`.
 
@@ -387,8 +539,12 @@ def emulate(
     in place) for pointers, Python/NumPy numbers for scalars. `shared_bytes`
     is the dynamic shared memory (`extern __shared__`). A barrier that some
     threads never reach fails after `timeout` seconds instead of hanging.
+    `mode`: "auto" (serial unless the source names a barrier or warp
+    primitive, see `launch_plan`), "threads" (a block's threads as OS
+    threads), "serial" (a barrier reached then is an error).
     """
-    found = kernels(source)
+    info = _prepare(source)
+    found = info.kernels
     k = found.get(kernel)
     if k is None:
         raise EmulationError(
@@ -413,19 +569,26 @@ def emulate(
             f"CUDA emulation: kernel {kernel!r} declares `extern __shared__` "
             "memory but shared_bytes=0; pass the dynamic shared memory size."
         )
+    if mode not in ("auto", "threads", "serial"):
+        raise EmulationError(
+            f"CUDA emulation: kernel {kernel!r}: mode={mode!r} must be 'auto', "
+            "'threads' or 'serial'."
+        )
+    plan, workers = launch_plan(source, g, shared_bytes)
+    if mode == "threads":
+        plan, workers = "threads", 1
+    elif mode == "serial" and plan != "serial":
+        plan, workers = "serial", 1
     lib = _library(source, kernel)
-    buf = ctypes.create_string_buffer(_ERR_CAP)
-    describe = getattr(lib, f"lpcc_emu_params__{kernel}")
-    describe.restype = ctypes.c_int
-    n = describe(buf, _ERR_CAP)
-    tokens = buf.value.decode().split()
+    tokens, fn = _entry(lib, kernel)
+    n = len(tokens)
     if len(args) != n:
         sig = ", ".join(k.params) if len(k.params) == n else f"{n} parameters"
         raise EmulationError(
             f"CUDA emulation: kernel {kernel!r} takes {n} arguments ({sig}), "
             f"got {len(args)}."
         )
-    decls = k.params if len(k.params) == n else tuple(tokens)
+    decls = k.params if len(k.params) == n else tokens
     objs = [
         _convert(kernel, i, decls[i], t, a)
         for i, (t, a) in enumerate(zip(tokens, args, strict=True))
@@ -434,6 +597,39 @@ def emulate(
         *[ctypes.cast(ctypes.pointer(o), ctypes.c_void_p) for o in objs]
     )
     dims = (ctypes.c_uint * 6)(*g, *b)
+    err = ctypes.create_string_buffer(_ERR_CAP)
+    rc = fn(
+        dims,
+        argv,
+        shared_bytes,
+        float(timeout),
+        1 if plan == "serial" else 0,
+        workers,
+        err,
+        _ERR_CAP,
+    )
+    del objs  # the arrays themselves are kept alive by `args`
+    if rc != 0:
+        raise EmulationError(
+            f"CUDA emulation: kernel {kernel!r} <<<{g}, {b}>>> failed: "
+            f"{err.value.decode(errors='replace')}"
+        )
+
+
+_ENTRIES: dict[tuple[int, str], tuple[tuple[str, ...], ctypes._CFuncPtr]] = {}
+
+
+def _entry(lib: ctypes.CDLL, kernel: str) -> tuple[tuple[str, ...], ctypes._CFuncPtr]:
+    """(parameter tokens, launcher) of `kernel` in `lib`, looked up once."""
+    key = (id(lib), kernel)
+    hit = _ENTRIES.get(key)
+    if hit is not None:
+        return hit
+    buf = ctypes.create_string_buffer(_ERR_CAP)
+    describe = getattr(lib, f"lpcc_emu_params__{kernel}")
+    describe.restype = ctypes.c_int
+    describe(buf, _ERR_CAP)
+    tokens = tuple(buf.value.decode().split())
     fn = getattr(lib, f"lpcc_emu_launch__{kernel}")
     fn.restype = ctypes.c_int
     fn.argtypes = [
@@ -441,14 +637,10 @@ def emulate(
         ctypes.POINTER(ctypes.c_void_p),
         ctypes.c_ulonglong,
         ctypes.c_double,
+        ctypes.c_int,
+        ctypes.c_int,
         ctypes.c_char_p,
         ctypes.c_int,
     ]
-    err = ctypes.create_string_buffer(_ERR_CAP)
-    rc = fn(dims, argv, shared_bytes, float(timeout), err, _ERR_CAP)
-    del objs  # the arrays themselves are kept alive by `args`
-    if rc != 0:
-        raise EmulationError(
-            f"CUDA emulation: kernel {kernel!r} <<<{g}, {b}>>> failed: "
-            f"{err.value.decode(errors='replace')}"
-        )
+    _ENTRIES[key] = (tokens, fn)
+    return tokens, fn

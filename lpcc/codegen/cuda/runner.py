@@ -103,40 +103,99 @@ def cuda_kernel_fn(
         const_inputs = {int(i) for i in meta.get("const_inputs", ())}
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"bad CUDA kernel meta ({err})") from None
-    where = resolve_device(device)
+    impls: dict[str, KernelFn] = {}
 
+    def run(
+        inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
+    ) -> None:
+        # The device is chosen at the first call on it, not at load: a program
+        # compiles and loads anywhere; only running needs a GPU (or emulation).
+        where = resolve_device(device)
+        if where not in impls:
+            impls[where] = _build(where)
+        impls[where](inputs, outputs, env)
+
+    def _build(where: str) -> KernelFn:
+        if where == "emulate":
+            return _emulated(name, source, launches, symbols, scratch, errors)
+        return _on_gpu(
+            name,
+            source,
+            binaries,
+            meta,
+            launches,
+            symbols,
+            scratch,
+            errors,
+            const_inputs,
+        )
+
+    return run
+
+
+def _checker(name: str, errors: dict[int, str]) -> Callable[[int], None]:
     def check(status: int) -> None:
         if status:
             why = errors.get(status, f"unknown status code {status}")
             raise ExecutionError(f"kernel {name!r}: {why}")
 
-    if where == "emulate":
-        from . import emu
+    return check
 
-        def run(
-            inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
-        ) -> None:
-            ins = [np.ascontiguousarray(a) for a in inputs]
-            outs = [o if o.flags.c_contiguous else np.empty_like(o) for o in outputs]
-            bufs = [np.zeros(max(evaluate(s, env), 1), np.uint8) for s in scratch]
-            status = np.zeros(1, np.int32)
-            syms = [int(env[s]) for s in symbols]
-            for entry, grid, block, shared in launches:
-                g = tuple(evaluate(d, env) for d in grid)
-                if min(g) <= 0:
-                    continue
-                args = [*ins, *outs, *bufs, *syms, status]
-                emu.emulate(source, entry, g, block, args, shared_bytes=shared)
-            for o, t in zip(outputs, outs, strict=True):
-                if o is not t:
-                    o[...] = t
-            check(int(status[0]))
 
-        return run
+_Launches = list[tuple[str, tuple[Any, ...], tuple[int, ...], int]]
 
+
+def _emulated(
+    name: str,
+    source: str,
+    launches: _Launches,
+    symbols: list[str],
+    scratch: list[Any],
+    errors: dict[int, str],
+) -> KernelFn:
+    """Each launch through `emu.emulate`, on the VM's host arrays."""
+    from . import emu
+
+    check = _checker(name, errors)
+
+    def run(
+        inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
+    ) -> None:
+        ins = [np.ascontiguousarray(a) for a in inputs]
+        outs = [o if o.flags.c_contiguous else np.empty_like(o) for o in outputs]
+        bufs = [np.zeros(max(evaluate(s, env), 1), np.uint8) for s in scratch]
+        status = np.zeros(1, np.int32)
+        syms = [int(env[s]) for s in symbols]
+        for entry, grid, block, shared in launches:
+            g = tuple(evaluate(d, env) for d in grid)
+            if min(g) <= 0:
+                continue
+            args = [*ins, *outs, *bufs, *syms, status]
+            emu.emulate(source, entry, g, block, args, shared_bytes=shared)
+        for o, t in zip(outputs, outs, strict=True):
+            if o is not t:
+                o[...] = t
+        check(int(status[0]))
+
+    return run
+
+
+def _on_gpu(
+    name: str,
+    source: str,
+    binaries: dict[str, bytes],
+    meta: dict[str, Any],
+    launches: _Launches,
+    symbols: list[str],
+    scratch: list[Any],
+    errors: dict[int, str],
+    const_inputs: set[int],
+) -> KernelFn:
+    """Each launch through CuPy; host arrays copied in and out per call."""
     import cupy
 
-    fns = _gpu_functions(name, source, binaries, meta, [la[0] for la in launches])
+    launch = _device_launch(name, source, binaries, meta, launches, symbols, scratch)
+    check = _checker(name, errors)
     consts: dict[tuple[int, int, int], Any] = {}
 
     def run_gpu(
@@ -152,6 +211,54 @@ def cuda_kernel_fn(
             else:
                 ins.append(cupy.asarray(np.ascontiguousarray(a)))
         outs = [cupy.empty(o.shape, o.dtype) for o in outputs]
+        status = launch(ins, outs, env)
+        for o, d in zip(outputs, outs, strict=True):
+            o[...] = cupy.asnumpy(d)
+        check(int(status.get()[0]))
+
+    return run_gpu
+
+
+def device_launcher(
+    name: str, source: str, meta: dict[str, Any], binaries: dict[str, bytes]
+) -> Callable[[list[Any], list[Any], dict[str, int]], Any]:
+    """`launch(inputs, outputs, env) -> status`: a kernel on CuPy device arrays.
+
+    No copies and no synchronization (the status array is returned on the
+    device): what benchmarks time, and what a device-resident VM will call.
+    """
+    launches = [
+        (str(la["entry"]), tuple(la["grid"]), tuple(la["block"]), la["shared_bytes"])
+        for la in meta["launches"]
+    ]
+    return _device_launch(
+        name,
+        source,
+        binaries,
+        meta,
+        launches,
+        [str(s) for s in meta.get("symbols", ())],
+        list(meta.get("scratch", ())),
+    )
+
+
+def _device_launch(
+    name: str,
+    source: str,
+    binaries: dict[str, bytes],
+    meta: dict[str, Any],
+    launches: _Launches,
+    symbols: list[str],
+    scratch: list[Any],
+) -> Callable[[list[Any], list[Any], dict[str, int]], Any]:
+    import cupy
+
+    fns = _gpu_functions(name, source, binaries, meta, [la[0] for la in launches])
+    for entry, _, _, shared in launches:
+        if shared > 48 * 1024:  # above the default needs an opt-in per function
+            fns[entry].max_dynamic_shared_size_bytes = shared
+
+    def launch(ins: list[Any], outs: list[Any], env: dict[str, int]) -> Any:
         bufs = [cupy.zeros(max(evaluate(s, env), 1), cupy.uint8) for s in scratch]
         status = cupy.zeros(1, cupy.int32)
         syms = [np.int64(env[s]) for s in symbols]
@@ -159,12 +266,11 @@ def cuda_kernel_fn(
             g = tuple(evaluate(d, env) for d in grid)
             if min(g) <= 0:
                 continue
-            fns[entry](g, block, (*ins, *outs, *bufs, *syms, status), shared_mem=shared)
-        for o, d in zip(outputs, outs, strict=True):
-            o[...] = cupy.asnumpy(d)
-        check(int(status.get()[0]))
+            args = (*ins, *outs, *bufs, *syms, status)
+            fns[entry](g, block, args, shared_mem=shared)
+        return status
 
-    return run_gpu
+    return launch
 
 
 def _gpu_functions(
@@ -192,7 +298,13 @@ def _gpu_functions(
         finally:
             os.unlink(path)
     try:
-        module = cupy.RawModule(code=source, options=("-std=c++17",))
+        from .nvrtc import include_dir
+
+        options = ["-std=c++17"]
+        inc = include_dir()  # cuda_fp16.h, where CuPy's own path lacks it
+        if inc is not None:
+            options.append(f"-I{inc}")
+        module = cupy.RawModule(code=source, options=tuple(options))
         return {e: module.get_function(e) for e in entries}
     except Exception as err:  # NVRTC's compile errors are CuPy exceptions
         raise ExecutionError(

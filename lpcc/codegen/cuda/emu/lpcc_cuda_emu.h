@@ -4,14 +4,19 @@
 // compiling the SAME source with `g++ -include lpcc_cuda_emu.h` (see
 // lpcc/codegen/cuda/emu.py, which also writes the launchers). The model:
 //
-// * A launch runs the blocks one after another. The threads of a block are OS
-//   threads (pthreads, so that the stack size can be set: 1024 threads x the
-//   default 8 MiB would be a lot of address space). The same threads run every
-//   block of a launch; a gate barrier separates the blocks.
+// * A launch runs the blocks one after another on the calling OS thread, a
+//   block's threads as fibers (user-level contexts, 256 KiB stacks): each runs
+//   until it waits at a barrier or returns, then the next one is resumed.
 // * `__syncthreads()` is a barrier over the block's live threads (a thread that
-//   returned from the kernel no longer counts, as on the hardware). A barrier
-//   nobody can pass (a barrier or warp primitive in divergent code) is reported
-//   as a deadlock after a timeout instead of hanging the process.
+//   returned from the kernel no longer counts, as on the hardware). When every
+//   unfinished thread waits at a barrier nobody can release (a barrier or warp
+//   primitive in divergent code), the launch fails with "deadlock" at once.
+//   Threads do not preempt each other: a thread spinning on memory that
+//   another thread of its block writes later hangs.
+// * Serial mode (chosen by emu.py when the source names no barrier or warp
+//   primitive): a block's threads simply run one after another, and when the
+//   source has no shared memory, blocks are spread over a few OS threads.
+//   A primitive reached anyway (hidden in a macro) is reported as an error.
 // * `__shared__` is `static` (placed in the section `lpcc_shared`): with one
 //   block at a time, one static instance per variable IS the block's shared
 //   memory, and the code needs no rewriting. Before every block that section and
@@ -19,6 +24,7 @@
 //   int), so a kernel that reads shared memory it did not write this block sees
 //   garbage, not the previous block's values. (`__shared__` variables in
 //   function templates land outside the section and are not re-poisoned.)
+//   Blocks never run concurrently when shared memory exists.
 //   `extern __shared__ T name[];` (dynamic shared memory) is rewritten by
 //   emu.py into a pointer to a per-launch buffer of `shared_bytes`.
 // * Warp primitives (`__shfl*_sync`, `__ballot_sync`, `__any/__all_sync`,
@@ -27,7 +33,8 @@
 //   the warp (0xffffffff is the usual one); other masks are reported as errors.
 //   Warp-synchronous code that relies on lock-step execution without
 //   `__syncwarp` does not work here (it is undefined on Volta+ as well).
-// * The built-in variables threadIdx/blockIdx/blockDim/gridDim are thread_local.
+// * The built-in variables threadIdx/blockIdx/blockDim/gridDim are thread_local
+//   (set by the scheduler before a fiber resumes).
 // * PTX inline assembly (`asm("lop3.b32 ...")`, mma.sync, cp.async) is NOT
 //   supported: g++ would try to assemble it for x86. Kernels that use PTX must
 //   provide a C fallback under `#ifdef LPCC_EMU` (defined by this header).
@@ -38,6 +45,7 @@
 #define LPCC_EMU 1
 
 #include <pthread.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -120,9 +128,10 @@ struct Abort {};  // unwinds a thread out of the kernel when the launch fails
 
 struct Launch;
 
+// A barrier over a set of fibers (the threads of a block or of a warp). All
+// fibers of a launch run on one OS thread, so no locking: a fiber that must
+// wait switches back to the scheduler, which resumes it once `gen` moved on.
 struct Barrier {
-  std::mutex m;
-  std::condition_variable cv;
   unsigned expected = 0, arrived = 0;
   unsigned long long gen = 0;
   const char* what = "";
@@ -135,44 +144,130 @@ struct Barrier {
   void wait() {
     wait([] {});
   }
-  // Block until `expected` threads arrived; the last one runs `on_release`
-  // (under the lock, while every other participant is still waiting).
+  // Wait until `expected` threads arrived; the last one runs `on_release`
+  // (while every other participant is still waiting).
   template <class F>
   void wait(F&& on_release);
   // A thread that returned from the kernel stops counting.
-  void leave();
+  void leave() {
+    --expected;
+    if (arrived > 0 && arrived >= expected) {
+      arrived = 0;
+      ++gen;
+    }
+  }
 };
 
 struct Warp {
   Barrier bar;
-  std::atomic<unsigned> live{0};  // lanes that have not returned
+  unsigned live = 0;  // lanes that have not returned
   unsigned long long slot[32];
   unsigned int big[32][10];  // per-lane operands of mma emulation
 };
 
-struct Launch {
-  dim3 grid, block;
-  unsigned nthreads = 0;
-  std::chrono::nanoseconds timeout{};
-  std::atomic<bool> aborted{false};
-  std::mutex msg_mu;
-  std::string msg;
-  Barrier gate, block_bar;
-  std::vector<std::unique_ptr<Warp>> warps;
-  unsigned char* dyn_shared = nullptr;
-  size_t dyn_bytes = 0;
-  std::atomic<long long> count{0};  // __syncthreads_count/and/or
-  std::function<void()> body;
-
-  void fail(const std::string& m);
+// ---- fibers: a block's threads as user-level contexts on one OS thread -----
+#if defined(__x86_64__)
+// Callee-saved registers on the fiber's own stack; `sp` is all a context is.
+struct FiberCtx {
+  void* sp = nullptr;
 };
+extern "C" void lpcc_emu_switch(void** save_sp, void* new_sp);
+asm(R"(
+  .text
+  .p2align 4
+  .hidden lpcc_emu_switch
+  .type lpcc_emu_switch,@function
+lpcc_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size lpcc_emu_switch, .-lpcc_emu_switch
+)");
+static inline void fiber_init(FiberCtx& c, char* stack, size_t size, void (*entry)()) {
+  uintptr_t top = (reinterpret_cast<uintptr_t>(stack) + size) & ~uintptr_t(15);
+  void** x = reinterpret_cast<void**>(top - 8);  // as after a call: x % 16 == 8
+  x[0] = nullptr;                                 // entry's return address: none
+  x[-1] = reinterpret_cast<void*>(entry);
+  for (int i = 2; i <= 7; ++i) x[-i] = nullptr;  // the six popped registers
+  c.sp = &x[-7];
+}
+static inline void fiber_switch(FiberCtx& from, FiberCtx& to) {
+  lpcc_emu_switch(&from.sp, to.sp);
+}
+#else
+}  // namespace lpcc_emu
+#include <ucontext.h>
+namespace lpcc_emu {
+struct FiberCtx {
+  ucontext_t uc;
+};
+static inline void fiber_init(FiberCtx& c, char* stack, size_t size, void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+static inline void fiber_switch(FiberCtx& from, FiberCtx& to) {
+  swapcontext(&from.uc, &to.uc);
+}
+#endif
 
 struct ThreadCtx {
   Launch* launch;
   unsigned tid, lane, warp;
 };
 
+struct Fiber {
+  FiberCtx ctx;
+  ThreadCtx tc;
+  uint3 idx;
+  Barrier* waiting = nullptr;  // the barrier it waits at (and its generation)
+  unsigned long long wait_gen = 0;
+  bool done = false;
+};
+
+struct Launch {
+  dim3 grid, block;
+  unsigned nthreads = 0;
+  bool serial = false;  // threads run one after another (no barriers in source)
+  unsigned workers = 1;  // OS threads sharing the blocks (serial mode only)
+  std::atomic<unsigned long long> next_block{0};
+  std::atomic<bool> aborted{false};
+  std::mutex msg_mu;
+  std::string msg;
+  Barrier block_bar;
+  std::vector<std::unique_ptr<Warp>> warps;
+  unsigned char* dyn_shared = nullptr;
+  size_t dyn_bytes = 0;
+  std::atomic<long long> count{0};  // __syncthreads_count/and/or
+  std::function<void()> body;
+  // fiber mode
+  FiberCtx sched;
+  Fiber* current = nullptr;
+  std::vector<Fiber> fibers;
+
+  void fail(const std::string& m) {
+    std::lock_guard<std::mutex> lk(msg_mu);
+    if (msg.empty()) msg = m;
+    aborted.store(true);
+  }
+};
+
 static thread_local ThreadCtx* tls = nullptr;
+static thread_local Launch* cur_launch = nullptr;
 
 extern "C" char __start_lpcc_shared[] __attribute__((weak));
 extern "C" char __stop_lpcc_shared[] __attribute__((weak));
@@ -182,63 +277,36 @@ static inline void compiler_fence() {
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
-inline void Launch::fail(const std::string& m) {
-  {
-    std::lock_guard<std::mutex> lk(msg_mu);
-    if (msg.empty()) msg = m;
-  }
-  aborted.store(true);
-  std::vector<Barrier*> all{&gate, &block_bar};
-  for (auto& w : warps) all.push_back(&w->bar);
-  for (Barrier* b : all) {
-    std::lock_guard<std::mutex> lk(b->m);
-    b->cv.notify_all();
-  }
+// A barrier or warp primitive reached in serial mode: emu.py saw none in the
+// source (one hidden behind a macro?), so the threads do not run concurrently.
+[[noreturn]] static void serial_misuse(Launch* L, const char* what) {
+  std::string m = std::string(what) +
+                  " reached in serial mode: emu.py found no barrier or warp "
+                  "primitive in the source text, so the block's threads run one "
+                  "after another; spell the primitive out in the source (not "
+                  "through a macro built by token pasting)";
+  L->fail(m);
+  throw Abort{};
 }
 
 template <class F>
 void Barrier::wait(F&& on_release) {
+  Launch& L = *launch;
+  if (L.serial) serial_misuse(&L, what);
+  if (L.aborted.load(std::memory_order_relaxed)) throw Abort{};
   compiler_fence();
-  std::unique_lock<std::mutex> lk(m);
-  if (launch->aborted.load()) throw Abort{};
-  unsigned long long g = gen;
   if (++arrived >= expected) {
     on_release();
     arrived = 0;
     ++gen;
-    cv.notify_all();
-    lk.unlock();
-    compiler_fence();
     return;
   }
-  auto deadline = std::chrono::steady_clock::now() + launch->timeout;
-  while (gen == g) {
-    if (launch->aborted.load()) throw Abort{};
-    if (cv.wait_until(lk, deadline) == std::cv_status::timeout && gen == g &&
-        !launch->aborted.load()) {
-      char buf[400];
-      snprintf(buf, sizeof buf,
-               "deadlock at %s: %u of %u threads arrived and the others never "
-               "did (a barrier or warp primitive inside divergent code, or a "
-               "thread spinning on memory another thread writes later?)",
-               what, arrived, expected);
-      lk.unlock();
-      launch->fail(buf);
-      throw Abort{};
-    }
-  }
-  lk.unlock();
+  Fiber* f = L.current;
+  f->waiting = this;
+  f->wait_gen = gen;
+  fiber_switch(f->ctx, L.sched);  // back when the barrier released
   compiler_fence();
-}
-
-inline void Barrier::leave() {
-  std::lock_guard<std::mutex> lk(m);
-  --expected;
-  if (arrived > 0 && arrived >= expected) {
-    arrived = 0;
-    ++gen;
-    cv.notify_all();
-  }
+  if (L.aborted.load(std::memory_order_relaxed)) throw Abort{};
 }
 
 [[noreturn]] static inline void fail(const std::string& m) {
@@ -255,65 +323,205 @@ static inline void poison_shared(Launch& L) {
   if (L.dyn_shared) memset(L.dyn_shared, 0xFF, L.dyn_bytes);
 }
 
-// Run by the last thread to reach the gate before each block.
-static inline void begin_block(Launch& L) {
-  poison_shared(L);
-  L.block_bar.reset(L.nthreads);
-  for (size_t w = 0; w < L.warps.size(); ++w) {
-    unsigned n = std::min(32u, L.nthreads - unsigned(w) * 32u);
-    L.warps[w]->bar.reset(n);
-    L.warps[w]->live.store(n == 32 ? 0xffffffffu : ((1u << n) - 1u));
-  }
-  L.count.store(0);
-}
-
-static void* thread_main(void* p) {
-  ThreadCtx* c = static_cast<ThreadCtx*>(p);
-  Launch& L = *c->launch;
-  tls = c;
-  threadIdx = uint3{c->tid % L.block.x, (c->tid / L.block.x) % L.block.y,
-                    c->tid / (L.block.x * L.block.y)};
-  blockDim = L.block;
-  gridDim = L.grid;
-  Warp& w = *L.warps[c->warp];
+static void fiber_main() {
+  Launch& L = *cur_launch;
+  Fiber& f = *L.current;
   try {
-    for (unsigned bz = 0; bz < L.grid.z; ++bz)
-      for (unsigned by = 0; by < L.grid.y; ++by)
-        for (unsigned bx = 0; bx < L.grid.x; ++bx) {
-          L.gate.wait([&L] { begin_block(L); });
-          blockIdx = uint3{bx, by, bz};
-          L.body();
-          w.live.fetch_and(~(1u << c->lane));
-          L.block_bar.leave();
-          w.bar.leave();
-        }
+    L.body();
   } catch (Abort&) {
   } catch (std::exception& e) {
     L.fail(std::string("a C++ exception escaped the kernel: ") + e.what());
   } catch (...) {
     L.fail("an unknown C++ exception escaped the kernel");
   }
+  f.done = true;
+  Warp& w = *L.warps[f.tc.warp];
+  w.live &= ~(1u << f.tc.lane);
+  L.block_bar.leave();
+  w.bar.leave();
+  fiber_switch(f.ctx, L.sched);  // never resumed
+  __builtin_unreachable();
+}
+
+// Fiber stacks, kept across launches (launches are serialized): 256 KiB each
+// with a guard page below, mapped lazily by the kernel.
+static constexpr size_t kStack = 256u << 10, kGuard = 4096;
+static char* stacks = nullptr;
+static unsigned nstacks = 0;
+
+static bool ensure_stacks(unsigned n) {
+  if (n <= nstacks) return true;
+  if (stacks) munmap(stacks, nstacks * (kStack + kGuard));
+  nstacks = 0;
+  void* p = mmap(nullptr, n * (kStack + kGuard), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) {
+    stacks = nullptr;
+    return false;
+  }
+  stacks = static_cast<char*>(p);
+  for (unsigned i = 0; i < n; ++i) mprotect(stacks + i * (kStack + kGuard), kGuard, PROT_NONE);
+  nstacks = n;
+  return true;
+}
+
+// Thread mode: every block's threads are fibers on the calling OS thread,
+// resumed round-robin; each runs until it waits at a barrier or returns.
+static void run_fibers(Launch& L) {
+  if (!ensure_stacks(L.nthreads)) {
+    L.fail("could not map " + std::to_string(L.nthreads) + " fiber stacks");
+    return;
+  }
+  cur_launch = &L;
+  blockDim = L.block;
+  gridDim = L.grid;
+  L.fibers.assign(L.nthreads, Fiber{});
+  for (unsigned t = 0; t < L.nthreads; ++t) {
+    Fiber& f = L.fibers[t];
+    f.tc = ThreadCtx{&L, t, t % 32, t / 32};
+    f.idx = uint3{t % L.block.x, (t / L.block.x) % L.block.y,
+                  t / (L.block.x * L.block.y)};
+  }
+  for (unsigned bz = 0; bz < L.grid.z && !L.aborted; ++bz)
+    for (unsigned by = 0; by < L.grid.y && !L.aborted; ++by)
+      for (unsigned bx = 0; bx < L.grid.x && !L.aborted; ++bx) {
+        poison_shared(L);
+        L.block_bar.reset(L.nthreads);
+        for (size_t w = 0; w < L.warps.size(); ++w) {
+          unsigned n = std::min(32u, L.nthreads - unsigned(w) * 32u);
+          L.warps[w]->bar.reset(n);
+          L.warps[w]->live = n == 32 ? 0xffffffffu : ((1u << n) - 1u);
+        }
+        L.count.store(0);
+        blockIdx = uint3{bx, by, bz};
+        for (unsigned t = 0; t < L.nthreads; ++t) {
+          Fiber& f = L.fibers[t];
+          f.done = false;
+          f.waiting = nullptr;
+          fiber_init(f.ctx, stacks + t * (kStack + kGuard) + kGuard, kStack, fiber_main);
+        }
+        unsigned left = L.nthreads;
+        while (left > 0 && !L.aborted) {
+          bool progress = false;
+          for (Fiber& f : L.fibers) {
+            if (f.done || (f.waiting && f.waiting->gen == f.wait_gen)) continue;
+            f.waiting = nullptr;
+            L.current = &f;
+            tls = &f.tc;
+            threadIdx = f.idx;
+            fiber_switch(L.sched, f.ctx);
+            progress = true;
+            if (f.done) --left;
+            if (L.aborted) break;
+          }
+          if (!progress && left > 0) {
+            Barrier* b = nullptr;
+            for (Fiber& f : L.fibers)
+              if (!f.done && f.waiting) {
+                b = f.waiting;
+                break;
+              }
+            char buf[400];
+            snprintf(buf, sizeof buf,
+                     "deadlock at %s: %u of %u threads arrived and the others "
+                     "never will (a barrier or warp primitive inside divergent "
+                     "code?)",
+                     b ? b->what : "?", b ? b->arrived : 0u, b ? b->expected : 0u);
+            L.fail(buf);
+          }
+        }
+      }
+  // After an abort, fibers still waiting are abandoned mid-stack (their
+  // stacks are reused by the next launch); the kernel's locals are plain data.
+  tls = nullptr;
+  cur_launch = nullptr;
+}
+
+// Serial mode: a block's threads run one after another on one OS thread
+// (the kernel has no barrier or warp primitive, so no thread waits for
+// another). Several workers take blocks from a shared counter when the kernel
+// has no shared memory (its one static instance could not serve two blocks).
+static void run_serial(Launch& L) {
+  ThreadCtx c{&L, 0, 0, 0};
+  tls = &c;
+  blockDim = L.block;
+  gridDim = L.grid;
+  const unsigned long long gx = L.grid.x, gy = L.grid.y;
+  const unsigned long long nblocks = gx * gy * L.grid.z;
+  try {
+    for (;;) {
+      if (L.aborted.load(std::memory_order_relaxed)) break;
+      const unsigned long long b = L.next_block.fetch_add(1);
+      if (b >= nblocks) break;
+      blockIdx = uint3{unsigned(b % gx), unsigned(b / gx % gy), unsigned(b / (gx * gy))};
+      if (L.workers == 1) poison_shared(L);
+      unsigned t = 0;
+      for (unsigned z = 0; z < L.block.z; ++z)
+        for (unsigned y = 0; y < L.block.y; ++y)
+          for (unsigned x = 0; x < L.block.x; ++x, ++t) {
+            c.tid = t;
+            c.lane = t & 31u;
+            c.warp = t >> 5;
+            threadIdx = uint3{x, y, z};
+            L.body();
+          }
+    }
+  } catch (Abort&) {
+  } catch (std::exception& e) {
+    L.fail(std::string("a C++ exception escaped the kernel: ") + e.what());
+  } catch (...) {
+    L.fail("an unknown C++ exception escaped the kernel");
+  }
+  tls = nullptr;
+}
+
+static void* serial_main(void* p) {
+  run_serial(*static_cast<Launch*>(p));
   return nullptr;
+}
+
+static inline bool has_static_shared() {
+  return __start_lpcc_shared != nullptr && __stop_lpcc_shared > __start_lpcc_shared;
+}
+
+static void launch_serial(Launch& L, unsigned workers) {
+  unsigned long long nblocks =
+      (unsigned long long)L.grid.x * L.grid.y * L.grid.z;
+  if (has_static_shared() || L.dyn_shared != nullptr) workers = 1;
+  L.workers = unsigned(std::max(1ull, std::min<unsigned long long>(workers, nblocks)));
+  std::vector<pthread_t> extra;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 8u << 20);
+  for (unsigned w = 1; w < L.workers; ++w) {
+    pthread_t th;
+    if (pthread_create(&th, &attr, serial_main, &L) != 0) break;  // fewer workers
+    extra.push_back(th);
+  }
+  pthread_attr_destroy(&attr);
+  L.workers = unsigned(extra.size()) + 1;  // poisoning needs the true count
+  run_serial(L);
+  for (pthread_t th : extra) pthread_join(th, nullptr);
 }
 
 static std::mutex launch_mutex;  // static __shared__ storage: one launch at a time
 
-// dims = {grid.x, grid.y, grid.z, block.x, block.y, block.z}. Returns 0, or 1
-// with a message in err.
+// dims = {grid.x, grid.y, grid.z, block.x, block.y, block.z}. mode: 0 = a
+// block's threads are fibers (barriers and warp primitives work), 1 = serial
+// (see run_serial) on up to `workers` OS threads. Returns 0, or 1 with a
+// message in err. (`timeout_s` is unused: a deadlock is detected exactly.)
 static int launch(const unsigned* dims, unsigned long long shared_bytes,
-                  double timeout_s, char* err, int errcap,
+                  double timeout_s, int mode, int workers, char* err, int errcap,
                   std::function<void()> body) {
+  (void)timeout_s;
   std::lock_guard<std::mutex> guard(launch_mutex);
   Launch L;
   L.grid = dim3(dims[0], dims[1], dims[2]);
   L.block = dim3(dims[3], dims[4], dims[5]);
   L.nthreads = dims[3] * dims[4] * dims[5];
-  L.timeout = std::chrono::nanoseconds((long long)(timeout_s * 1e9));
   L.body = std::move(body);
-  L.gate.what = "the gate between blocks";
   L.block_bar.what = "__syncthreads()";
-  L.gate.launch = L.block_bar.launch = &L;
-  L.gate.reset(L.nthreads);
+  L.block_bar.launch = &L;
   unsigned nwarps = (L.nthreads + 31) / 32;
   for (unsigned i = 0; i < nwarps; ++i) {
     L.warps.emplace_back(new Warp());
@@ -328,25 +536,12 @@ static int launch(const unsigned* dims, unsigned long long shared_bytes,
     L.dyn_shared = reinterpret_cast<unsigned char*>(a);
     L.dyn_bytes = shared_bytes;
   }
-  std::vector<ThreadCtx> ctx(L.nthreads);
-  std::vector<pthread_t> threads;
-  threads.reserve(L.nthreads);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 1u << 20);
-  for (unsigned t = 0; t < L.nthreads; ++t) {
-    ctx[t] = ThreadCtx{&L, t, t % 32, t / 32};
-    pthread_t th;
-    int rc = pthread_create(&th, &attr, thread_main, &ctx[t]);
-    if (rc != 0) {
-      L.fail("could not start thread " + std::to_string(t) + " of " +
-             std::to_string(L.nthreads) + ": " + strerror(rc));
-      break;
-    }
-    threads.push_back(th);
+  if (mode == 1) {
+    L.serial = true;
+    launch_serial(L, unsigned(std::max(1, workers)));
+  } else {
+    run_fibers(L);
   }
-  pthread_attr_destroy(&attr);
-  for (pthread_t th : threads) pthread_join(th, nullptr);
   if (!L.msg.empty()) {
     snprintf(err, size_t(errcap), "%s", L.msg.c_str());
     return 1;
@@ -376,8 +571,9 @@ static int describe(void (*)(A...), char* buf, int cap) {
 
 // ---- warp primitives -------------------------------------------------------
 static inline void check_mask(const char* fn, unsigned mask) {
+  if (tls->launch->serial) serial_misuse(tls->launch, fn);
   Warp& w = *tls->launch->warps[tls->warp];
-  unsigned live = w.live.load();
+  unsigned live = w.live;
   if ((mask & live) != live) {
     char buf[300];
     snprintf(buf, sizeof buf,
@@ -397,7 +593,7 @@ static inline R warp_exchange(const char* fn, unsigned mask,
   Warp& w = *tls->launch->warps[tls->warp];
   w.slot[tls->lane] = v;
   w.bar.wait();
-  R r = read(w.slot, w.live.load());
+  R r = read(w.slot, w.live);
   w.bar.wait();
   return r;
 }
@@ -449,7 +645,9 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu) {
 }
 
 static inline unsigned __activemask() {
-  return lpcc_emu::tls->launch->warps[lpcc_emu::tls->warp]->live.load();
+  if (lpcc_emu::tls->launch->serial)
+    lpcc_emu::serial_misuse(lpcc_emu::tls->launch, "__activemask");
+  return lpcc_emu::tls->launch->warps[lpcc_emu::tls->warp]->live;
 }
 
 template <class T>

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import lpcc
+from lpcc.codegen.cuda.kernel import PRELUDE
 from lpcc.errors import CompileError
 
 __all__ = [
@@ -218,116 +219,115 @@ def _pair_code(st: PairStep) -> str:
     return f"lpcc_lop3({src}, 0x{st.mask:08x}u, {tail})"
 
 
-_PRELUDE = r"""
-#include <stdint.h>
-#ifndef LPCC_EMU
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
-#else
+_PRELUDE = (
+    PRELUDE
+    + r"""
+#ifdef LPCC_EMU
 #include <string.h>
 #endif
 
 #ifndef LPCC_GEMV_HELPERS
 #define LPCC_GEMV_HELPERS
 /* (a & b) | c in one instruction. */
-__device__ __forceinline__ uint32_t lpcc_lop3(uint32_t a, uint32_t b, uint32_t c) {
+__device__ __forceinline__ lp_u32 lpcc_lop3(lp_u32 a, lp_u32 b, lp_u32 c) {
 #ifdef LPCC_EMU
   return (a & b) | c;
 #else
-  uint32_t d;
+  lp_u32 d;
   asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
   return d;
 #endif
 }
 
 #ifdef LPCC_EMU
-__device__ __forceinline__ float lpcc_u2f(uint32_t u) {
+__device__ __forceinline__ float lpcc_u2f(lp_u32 u) {
   float f; memcpy(&f, &u, 4); return f;
 }
-__device__ __forceinline__ uint32_t lpcc_f2u(float f) {
-  uint32_t u; memcpy(&u, &f, 4); return u;
+__device__ __forceinline__ lp_u32 lpcc_f2u(float f) {
+  lp_u32 u; memcpy(&u, &f, 4); return u;
 }
 /* fp16 bits -> float (normal, subnormal, inf/nan). */
-__device__ __forceinline__ float lpcc_h2f(uint32_t h) {
-  uint32_t s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF;
+__device__ __forceinline__ float lpcc_h2f(lp_u32 h) {
+  lp_u32 s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF;
   if (e == 0x1F) return lpcc_u2f(s | 0x7F800000u | (m << 13));
   if (e == 0) { float v = (float)m * (1.0f / 16777216.0f); return s ? -v : v; }
   return lpcc_u2f(s | ((e + 112) << 23) | (m << 13));
 }
 /* float -> fp16 bits, round to nearest even. */
-__device__ __forceinline__ uint32_t lpcc_f2h(float f) {
-  uint32_t u = lpcc_f2u(f), s = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
+__device__ __forceinline__ lp_u32 lpcc_f2h(float f) {
+  lp_u32 u = lpcc_f2u(f), s = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu;
   if (a >= 0x7F800000u) return s | 0x7C00u | (a > 0x7F800000u ? 0x200u : 0u);
   if (a >= 0x477FF000u) return s | 0x7C00u; /* rounds past 65504 */
   if (a < 0x38800000u) { /* fp16 subnormal or zero: units of 2^-24 */
     float v = lpcc_u2f(a) * 16777216.0f;
-    uint32_t r = (uint32_t)v; float fr = v - (float)r;
+    lp_u32 r = (lp_u32)v; float fr = v - (float)r;
     if (fr > 0.5f || (fr == 0.5f && (r & 1u))) r++;
     return s | r;
   }
-  uint32_t r = a - 0x38000000u; /* rebias exponent 127 -> 15 */
-  uint32_t lsb = (r >> 13) & 1u;
+  lp_u32 r = a - 0x38000000u; /* rebias exponent 127 -> 15 */
+  lp_u32 lsb = (r >> 13) & 1u;
   r += 0xFFFu + lsb;
   return s | (r >> 13);
 }
-__device__ __forceinline__ uint32_t lpcc_f2bf(float f) {
-  uint32_t u = lpcc_f2u(f);
+__device__ __forceinline__ lp_u32 lpcc_f2bf(float f) {
+  lp_u32 u = lpcc_f2u(f);
   if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u >> 16) | 0x40u;
   return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
 }
 /* half2 (h * c + d), all exact small integers / powers of two, as float2. */
-__device__ __forceinline__ float2 lpcc_dq(uint32_t h, uint32_t c, uint32_t d) {
+__device__ __forceinline__ float2 lpcc_dq(lp_u32 h, lp_u32 c, lp_u32 d) {
   return make_float2(
       lpcc_h2f(h & 0xFFFF) * lpcc_h2f(c & 0xFFFF) + lpcc_h2f(d & 0xFFFF),
       lpcc_h2f(h >> 16) * lpcc_h2f(c >> 16) + lpcc_h2f(d >> 16));
 }
 /* half2 (a - b) bits; exact for the small integers it is used on. */
-__device__ __forceinline__ uint32_t lpcc_hsub2(uint32_t a, uint32_t b) {
+__device__ __forceinline__ lp_u32 lpcc_hsub2(lp_u32 a, lp_u32 b) {
   return lpcc_f2h(lpcc_h2f(a & 0xFFFF) - lpcc_h2f(b & 0xFFFF)) |
          (lpcc_f2h(lpcc_h2f(a >> 16) - lpcc_h2f(b >> 16)) << 16);
 }
-__device__ __forceinline__ float lpcc_scale(uint16_t s) { return lpcc_h2f(s); }
-__device__ __forceinline__ float2 lpcc_x_f16(uint32_t w) {
+__device__ __forceinline__ float lpcc_scale(lp_u16 s) { return lpcc_h2f(s); }
+__device__ __forceinline__ float2 lpcc_x_f16(lp_u32 w) {
   return make_float2(lpcc_h2f(w & 0xFFFF), lpcc_h2f(w >> 16));
 }
-__device__ __forceinline__ float2 lpcc_x_bf16(uint32_t w) {
+__device__ __forceinline__ float2 lpcc_x_bf16(lp_u32 w) {
   return make_float2(lpcc_u2f(w << 16), lpcc_u2f(w & 0xFFFF0000u));
 }
-__device__ __forceinline__ uint16_t lpcc_y_f16(float v) {
-  return (uint16_t)lpcc_f2h(v);
+__device__ __forceinline__ lp_u16 lpcc_y_f16(float v) {
+  return (lp_u16)lpcc_f2h(v);
 }
-__device__ __forceinline__ uint16_t lpcc_y_bf16(float v) {
-  return (uint16_t)lpcc_f2bf(v);
+__device__ __forceinline__ lp_u16 lpcc_y_bf16(float v) {
+  return (lp_u16)lpcc_f2bf(v);
 }
 #else
-__device__ __forceinline__ __half2 lpcc_as_h2(uint32_t u) {
+__device__ __forceinline__ __half2 lpcc_as_h2(lp_u32 u) {
   return *reinterpret_cast<__half2*>(&u);
 }
-__device__ __forceinline__ float2 lpcc_dq(uint32_t h, uint32_t c, uint32_t d) {
+__device__ __forceinline__ float2 lpcc_dq(lp_u32 h, lp_u32 c, lp_u32 d) {
   return __half22float2(__hfma2(lpcc_as_h2(h), lpcc_as_h2(c), lpcc_as_h2(d)));
 }
-__device__ __forceinline__ uint32_t lpcc_hsub2(uint32_t a, uint32_t b) {
+__device__ __forceinline__ lp_u32 lpcc_hsub2(lp_u32 a, lp_u32 b) {
   __half2 r = __hsub2(lpcc_as_h2(a), lpcc_as_h2(b));
-  return *reinterpret_cast<uint32_t*>(&r);
+  return *reinterpret_cast<lp_u32*>(&r);
 }
-__device__ __forceinline__ float lpcc_scale(uint16_t s) {
+__device__ __forceinline__ float lpcc_scale(lp_u16 s) {
   return __half2float(__ushort_as_half(s));
 }
-__device__ __forceinline__ float2 lpcc_x_f16(uint32_t w) {
+__device__ __forceinline__ float2 lpcc_x_f16(lp_u32 w) {
   return __half22float2(lpcc_as_h2(w));
 }
-__device__ __forceinline__ float2 lpcc_x_bf16(uint32_t w) {
+__device__ __forceinline__ float2 lpcc_x_bf16(lp_u32 w) {
   return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xFFFF0000u));
 }
-__device__ __forceinline__ uint16_t lpcc_y_f16(float v) {
+__device__ __forceinline__ lp_u16 lpcc_y_f16(float v) {
   return __half_as_ushort(__float2half_rn(v));
 }
-__device__ __forceinline__ uint16_t lpcc_y_bf16(float v) {
+__device__ __forceinline__ lp_u16 lpcc_y_bf16(float v) {
   return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 #endif
 #endif /* LPCC_GEMV_HELPERS */
 """
+)
 
 
 def _loads(bits: int) -> list[str]:
@@ -336,17 +336,15 @@ def _loads(bits: int) -> list[str]:
         out = []
         for v in range(bits // 4):
             out.append(f"const uint4 v{v} = reinterpret_cast<const uint4*>(wp)[{v}];")
-            out += [
-                f"const uint32_t w{4 * v + j} = v{v}.{'xyzw'[j]};" for j in range(4)
-            ]
+            out += [f"const lp_u32 w{4 * v + j} = v{v}.{'xyzw'[j]};" for j in range(4)]
         return out
     if bits in (2, 6):
         out = []
         for v in range(bits // 2):
             out.append(f"const uint2 v{v} = reinterpret_cast<const uint2*>(wp)[{v}];")
-            out += [f"const uint32_t w{2 * v + j} = v{v}.{'xy'[j]};" for j in range(2)]
+            out += [f"const lp_u32 w{2 * v + j} = v{v}.{'xy'[j]};" for j in range(2)]
         return out
-    return [f"const uint32_t w{j} = wp[{j}];" for j in range(bits)]
+    return [f"const lp_u32 w{j} = wp[{j}];" for j in range(bits)]
 
 
 def gemv_source(
@@ -384,18 +382,17 @@ def gemv_source(
     # per-chunk constants: d_rel = -(1024 * 2**-rel + z) as half2 bits
     if zero_point:
         body.append(
-            f"{ind}const uint32_t mz = "
-            f"(0x6400u + (uint32_t)Z[n * {ng} + g]) * 0x10001u;"
+            f"{ind}const lp_u32 mz = (0x6400u + (lp_u32)Z[n * {ng} + g]) * 0x10001u;"
         )
         for rel in rels:
             body.append(
-                f"{ind}const uint32_t d{rel} = "
+                f"{ind}const lp_u32 d{rel} = "
                 f"lpcc_hsub2(0x{_h2(1024 - 1024 / 2**rel):08x}u, mz);"
             )
     else:
         for rel in rels:
             body.append(
-                f"{ind}const uint32_t d{rel} = 0x{_h2(-(1024 / 2**rel + b)):08x}u;"
+                f"{ind}const lp_u32 d{rel} = 0x{_h2(-(1024 / 2**rel + b)):08x}u;"
             )
     body += [f"{ind}{s}" for s in _loads(bits)]
     for sb in range(CHUNK // 8):
@@ -428,9 +425,9 @@ def gemv_source(
 /* {base}: {what}, K={k}, N={n}. */
 template <int M>
 __device__ __forceinline__ void {base}_body(
-    const uint32_t* __restrict__ W, const uint16_t* __restrict__ S,
-    const uint8_t* __restrict__ Z, const uint16_t* __restrict__ X,
-    uint16_t* __restrict__ Y) {{
+    const lp_u32* __restrict__ W, const lp_u16* __restrict__ S,
+    const lp_u8* __restrict__ Z, const lp_u16* __restrict__ X,
+    lp_u16* __restrict__ Y) {{
   const int lane = threadIdx.x & 31;
   const int n = blockIdx.x * {WARPS} + (threadIdx.x >> 5);
   if (n >= {n}) return;
@@ -440,7 +437,7 @@ __device__ __forceinline__ void {base}_body(
   #pragma unroll 1
   for (int c = lane; c < {chunks}; c += 32) {{
     const int g = c / {group // CHUNK};
-    const uint32_t* wp = W + ((size_t)n * {chunks} + c) * {wpc};
+    const lp_u32* wp = W + ((size_t)n * {chunks} + c) * {wpc};
     float p0[M], p1[M];
     #pragma unroll
     for (int m = 0; m < M; ++m) {{ p0[m] = 0.0f; p1[m] = 0.0f; }}
@@ -475,9 +472,9 @@ __device__ __forceinline__ void {base}_body(
             # aimed at 64 registers and spilled M = 8 (i5, i7 on sm_80)
             f'extern "C" __global__ void __launch_bounds__({32 * WARPS}, 4) '
             f"{name}(\n"
-            "    const uint32_t* __restrict__ W, const uint16_t* __restrict__ S,\n"
-            "    const uint8_t* __restrict__ Z, const uint16_t* __restrict__ X,\n"
-            "    uint16_t* __restrict__ Y) {\n"
+            "    const lp_u32* __restrict__ W, const lp_u16* __restrict__ S,\n"
+            "    const lp_u8* __restrict__ Z, const lp_u16* __restrict__ X,\n"
+            "    lp_u16* __restrict__ Y) {\n"
             f"  {base}_body<{m}>(W, S, Z, X, Y);\n"
             "}\n"
         )
