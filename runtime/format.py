@@ -19,10 +19,10 @@ The section table lists (name, offset, size, sha256) for every section: one
 per constant (its packed code bytes, as `DType.pack` writes them), one per
 kernel (its source text or binary) and one per compiled form a kernel
 carries (`Kernel.binaries`, e.g. a CUDA kernel's "fatbin", named
-`kernel/<name>/<key>`; format 1.1, absent from 1.0 files). The layout is canonical, so `load` can
-demand it exactly: every byte of the file is covered by the header checksum,
-a section checksum, or a must-be-zero padding rule, and any corruption is
-detected.
+`kernel/<name>/<key>`; format 1.1, absent from 1.0 files). The layout is
+canonical, so `load` can demand it exactly: every byte of the file is
+covered by the header checksum, a section checksum, or a must-be-zero
+padding rule, and any corruption is detected.
 
 Versions follow semver: a reader loads files of its own major version
 (ignoring header keys a newer minor version added) and refuses the others.

@@ -38,7 +38,7 @@ import numpy as np
 
 from lpcc.ir.symbolic import Dim, evaluate
 
-from .kernels import ExecutionError, KernelFn
+from .kernels import ExecutionError, KernelFn, RuntimeDependencyError
 from .program import Alloc, Call, Copy, Free, Program, Return, View
 
 _ALIGN = 64
@@ -333,6 +333,8 @@ class RunPlan:
                     return self._outputs(step[2], arrays, inputs, fresh)
             except ExecutionError as err:
                 raise ExecutionError(f"{self._where(step[1])}: {err}") from err
+            except RuntimeDependencyError:  # no GPU, no cupy: not this program's bug
+                raise
             except Exception as err:  # a kernel's bug: say which instruction
                 raise ExecutionError(
                     f"{self._where(step[1])}: {type(err).__name__}: {err}"

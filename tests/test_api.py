@@ -38,7 +38,7 @@ def test_torch_in_torch_out_numpy_in_numpy_out() -> None:
 
 
 def test_unknown_target_says_so() -> None:
-    with pytest.raises(CompileError, match="unknown target 'tpu'.*cuda"):
+    with pytest.raises(CompileError, match=r"unknown target 'tpu'.*cuda"):
         lpcc.compile(mlp(), (torch.randn(2, 33),), target="tpu")
 
 

@@ -190,6 +190,8 @@ def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Integer division rounding toward zero (C, and lp.div on ints)."""
     if np.any(b == 0):
         raise ValueError("integer division by zero")
+    if a.dtype.itemsize < 8:  # np.abs(int8 -128) wraps: divide exactly, saturate
+        a, b = a.astype(np.int64), b.astype(np.int64)
     q = np.abs(a) // np.abs(b)
     return np.where((a < 0) ^ (b < 0), -q, q)
 

@@ -115,6 +115,23 @@ def test_integer_division_rounds_toward_zero() -> None:
     check(lp.DivOp, lambda x, y: torch.div(x, y, rounding_mode="trunc"), a, b)
 
 
+def test_integer_division_at_the_storage_minimum() -> None:
+    """int8 -128 / 3 truncates to -42 (hand-derived); abs(-128) must not wrap."""
+    m = parse_module(
+        """
+func.func @kernel(%a: tensor<3x!lp.int<8>>, %b: tensor<3x!lp.int<8>>)
+    -> tensor<3x!lp.int<8>> {
+  %c = lp.div %a, %b : tensor<3x!lp.int<8>>
+  func.return %c : tensor<3x!lp.int<8>>
+}"""
+    )
+    fn = next(op for op in m.ops if isinstance(op, func.FuncOp))
+    a = np.array([-128, -128, 127], np.int8)
+    b = np.array([3, 127, -2], np.int8)
+    (got,) = interp.run_function(fn, [a, b])
+    assert got.tolist() == [-42, -1, -63]
+
+
 def test_max_propagates_nan() -> None:
     a = np.array([np.nan, 1.0, 2.0], np.float32)
     check(lp.MaxOp, torch.maximum, a, np.array([0.0, np.nan, 3.0], np.float32))

@@ -74,6 +74,12 @@ PRELUDE = r"""
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
 #endif
+#ifndef INFINITY /* NVRTC has no <math.h> macros */
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#ifndef NAN
+#define NAN __int_as_float(0x7fffffff)
+#endif
 typedef signed char lp_i8;
 typedef unsigned char lp_u8;
 typedef short lp_i16;

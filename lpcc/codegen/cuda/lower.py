@@ -111,8 +111,11 @@ def run_cuda(
             x = np.ascontiguousarray(ck.repack[i].fn(x), np.uint8)
         arrays.append(x)
     ret = fn.body.block.last_op
-    if ret is None:
-        raise IRError("run_cuda: the kernel function is empty")
+    if ret is None or tuple(ret.operands) != tuple(fn.body.block.first_op.results):
+        raise IRError(
+            "run_cuda: the kernel function must return its one op's results, in "
+            "order (as `kernel_function` builds it)"
+        )
     outputs = [
         np.zeros(evaluate_shape(shape(v), env), elem(v).value_dtype)
         for v in ret.operands
