@@ -731,7 +731,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quant", help="weight quantization, e.g. int4-g32 (docs/using.md)")
     p.add_argument(
-        "--target", default="cpu", choices=("cpu", "reference"), help="(default cpu)"
+        "--target",
+        default="cpu",
+        choices=("cpu", "cuda", "reference"),
+        help="(default cpu)",
     )
     p.add_argument(
         "-O",

@@ -430,3 +430,32 @@ def test_run_errors(
     # -v adds the traceback
     assert main(["-v", "run", prog]) == 1
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+def test_cuda_target_compiles_and_runs_only_where_it_can(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--target cuda` compiles anywhere; running says what it needs, and runs
+    on the host emulator when asked (LPCC_CUDA_DEVICE=emulate)."""
+    from lpcc.codegen.cuda.runner import gpu_available
+
+    if gpu_available():
+        pytest.skip("this machine has a GPU: the no-GPU message does not apply")
+    monkeypatch.setenv("LPCC_CUDA_ARCHS", "none")
+    out = tmp_path / "mlp_cuda.lpcc"
+    argv = ["compile", "lpcc.models:MLP", "--example", "3x16", "--quant", QUANT]
+    assert main([*argv, "--target", "cuda", "-o", str(out)]) == 0
+    x = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    capsys.readouterr()
+    monkeypatch.setenv("LPCC_CUDA_DEVICE", "auto")
+    assert main(["run", str(out), "-i", str(tmp_path / "x.npy")]) == 1
+    err = capsys.readouterr().err
+    assert "CUDA kernels" in err and "LPCC_CUDA_DEVICE=emulate" in err, err
+    monkeypatch.setenv("LPCC_CUDA_DEVICE", "emulate")
+    y = tmp_path / "y.npy"
+    assert main(["run", str(out), "-i", str(tmp_path / "x.npy"), "-o", str(y)]) == 0
+    # dequant kernels in f32 against torch on the same dequantized weights:
+    # K <= 32 products per output, so a few f32 ulps of the output's scale
+    want = _eager(x)
+    assert np.abs(np.load(y) - want).max() <= 1e-5 * max(float(np.abs(want).max()), 1)

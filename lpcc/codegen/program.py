@@ -478,7 +478,7 @@ class _Lowering:
             return
         with ThreadPoolExecutor(max_workers=2) as pool:
             blobs = list(
-                pool.map(lambda k: nvcc.compile_fatbin(k.source, self.archs), cuda)
+                pool.map(lambda k: nvcc.cached_fatbin(k.source, self.archs), cuda)
             )
         for k, blob in zip(cuda, blobs, strict=True):
             k.binaries["fatbin"] = blob

@@ -10,6 +10,8 @@ import pytest
 
 import lpcc
 from lpcc.codegen.cuda import nvcc
+from lpcc.codegen.cuda.kernel import CudaRequest
+from lpcc.codegen.cuda.kernels.group_matmul import gen_fused_group_matmul
 from lpcc.codegen.cuda.lower import lower_kernel, run_cuda
 from lpcc.ir import interp
 from lpcc.ir.dialect import parse_module, to_attr
@@ -214,11 +216,33 @@ def test_exact_data_bit_for_bit() -> None:
     np.testing.assert_array_equal(run(fn, ins, const), interp.run_function(fn, ins)[0])
 
 
-def test_declines_group_not_a_multiple_of_32_and_non_constant_weight() -> None:
-    fn = gemm_fn(2, 64, 4, 16, "int4")
-    assert lower_kernel(fn, "sm_80", [1, 2]) is None
-    fn = gemm_fn(2, 64, 4, 32, "int4")
-    assert lower_kernel(fn, "sm_80", [2]) is None
+@pytest.mark.parametrize(
+    ("k", "g", "const", "zero", "xint"),
+    [
+        (64, 16, [1, 2], False, False),  # group below one 32-code chunk
+        (64, 32, [2], False, False),  # the weight is not a constant
+        (40, 8, [1, 2, 3], True, False),  # groups of 8, zero point
+        (42, 16, [1, 2], False, True),  # int8 x with K % 4 != 0
+    ],
+)
+def test_what_the_fast_kernel_declines_runs_in_the_generic_one(
+    k: int, g: int, const: list[int], zero: bool, xint: bool
+) -> None:
+    """The generic kernel (thread per output, value-domain operands) takes
+    the region; it sums each group in order, so the bound is the same."""
+    fn = gemm_fn(3, k, 5, g, "uint4" if zero else "int4", zero=zero, xint=xint)
+    req = CudaRequest(fn, "sm_80", frozenset(const), "k")
+    assert gen_fused_group_matmul(req) is None
+    ck = lower_kernel(fn, "sm_80", const)
+    assert ck is not None and "generic" in ck.note, ck and ck.note
+    ins, _, parts = inputs(3, k, 5, g, "uint4" if zero else "int4", zero, xint)
+    ref = interp.run_function(fn, ins)[0]
+    out = run_cuda(fn, ins, const_inputs=const, device="emulate")[0]
+    if xint:
+        np.testing.assert_array_equal(out, ref)
+    else:
+        assert (np.abs(out - ref) <= bound(k, g, parts)).all()
+    SOURCES.append(ck.source)
 
 
 @pytest.mark.parametrize(("el", "k", "g"), [("f32", 80, 32), ("!lp.int<8>", 40, 16)])
@@ -242,8 +266,10 @@ def test_group_sum_bit_exact(el, k, g) -> None:
 
 
 def test_nvcc_compiles_without_spills() -> None:
+    """Every source for sm_80 (the register budget that binds); every other
+    one for sm_90 too (each costs ~1 s of nvcc)."""
     assert SOURCES, "run with the other tests of this module"
-    for src in SOURCES:
-        for arch in ("sm_80", "sm_90"):
+    for i, src in enumerate(SOURCES):
+        for arch in ("sm_80", "sm_90")[: 1 + (i % 2 == 0)]:
             for name, v in nvcc.ptxas_info(src, arch).items():
                 assert v["spill_stores"] == 0 and v["spill_loads"] == 0, (arch, name, v)

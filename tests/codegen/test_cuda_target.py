@@ -218,3 +218,29 @@ def test_every_kernel_of_the_models_compiles_with_nvcc_and_nvrtc(
         ptx = nvrtc.compile_ptx(k.source, "sm_80", name=f"{k.name}.cu")
         for la in k.meta["launches"]:
             assert f".entry {la['entry']}(" in ptx
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_fatbins_are_cached_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = 'extern "C" __global__ void f(float* x) { x[threadIdx.x] += 1.0f; }\n'
+    with config.override(cache_dir=str(tmp_path)):
+        first = nvcc.cached_fatbin(src, ["sm_80"])
+        (entry,) = (tmp_path / "cuda").glob("*.fatbin")
+        assert entry.read_bytes() == first
+
+        def no_nvcc(*args: object) -> bytes:
+            raise AssertionError("compiled again")
+
+        real = nvcc.compile_fatbin
+        monkeypatch.setattr(nvcc, "compile_fatbin", no_nvcc)
+        assert nvcc.cached_fatbin(src, ["sm_80"]) == first  # a hit
+        entry.write_bytes(b"garbage")
+        monkeypatch.setattr(nvcc, "compile_fatbin", real)
+        assert nvcc.cached_fatbin(src, ["sm_80"]) == first  # corrupt: rebuilt
+        assert entry.read_bytes() == first
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with config.override(cache_dir=str(blocked)):
+        assert nvcc.cached_fatbin(src, ["sm_80"]) == first  # unwritable: no error

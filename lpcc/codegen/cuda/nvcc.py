@@ -15,12 +15,14 @@ from nvcc.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -151,6 +153,49 @@ def compile_fatbin(source: str, archs: Sequence[str]) -> bytes:
         cmd += ["-o", str(out), str(src)]
         _run(cmd, f"nvcc --fatbin for {', '.join(archs)}")
         return out.read_bytes()
+
+
+_FATBIN_MAGIC = b"\x50\xed\x55\xba"
+
+
+@functools.lru_cache(maxsize=4)
+def _nvcc_version(nvcc: str) -> str:
+    return subprocess.run(
+        [nvcc, "--version"], capture_output=True, text=True, check=False
+    ).stdout
+
+
+def cached_fatbin(source: str, archs: Sequence[str]) -> bytes:
+    """`compile_fatbin`, kept on disk under the `cache_dir` knob (`cuda/`).
+
+    The key is the SHA-256 of nvcc's version, the archs and the source, so
+    the identical kernels of many programs (and recompiles) cost nvcc once.
+    Writes are atomic; an unwritable or corrupt cache is ignored (the
+    fatbin is compiled again), never an error.
+    """
+    from lpcc import config
+
+    nvcc = find_tool("nvcc")
+    key = hashlib.sha256(
+        "\0".join([_nvcc_version(nvcc), ",".join(archs), source]).encode()
+    ).hexdigest()
+    root = Path(os.path.expanduser(config.get("cache_dir"))) / "cuda"
+    path = root / f"{key}.fatbin"
+    try:
+        data = path.read_bytes()
+        if data[:4] == _FATBIN_MAGIC:
+            return data
+    except OSError:
+        pass
+    data = compile_fatbin(source, archs)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache we cannot write only costs time
+    return data
 
 
 _FUNC = re.compile(r"Compiling entry function '(\w+)'|Function properties for (\w+)")
