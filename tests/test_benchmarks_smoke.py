@@ -277,3 +277,66 @@ def test_gpu_gemm_without_a_gpu_says_so(capsys: pytest.CaptureFixture[str]) -> N
         pytest.skip("this machine has a GPU: the benchmark would run")
     assert gpu_gemm.main(["--quick"]) == 2
     assert "no GPU" in capsys.readouterr().err
+
+
+def _listing(lines: list[str]) -> str:
+    """A cuobjdump-style listing of function `f`, one instruction per 0x10."""
+    body = "\n".join(
+        f"        /*{16 * i:04x}*/   {t} ;   /* 0x0 */" for i, t in enumerate(lines)
+    )
+    return f"        Function : f\n{body}\n"
+
+
+def test_cuda_sass_walk_follows_one_lane_by_hand() -> None:
+    """The path walk on a hand-made listing: a guard falls through, the
+    remainder dispatch jumps to the unrolled staging loop (2 STS per pass, so
+    4 trips = 2 passes), the outer back edge ends the iteration."""
+    import cuda_sass
+
+    text = _listing(
+        [
+            "LDG.E.128 R4, [R2.64]",  # 0x00 outer head
+            "@P0 BRA 0xa0",  # 0x10 guard: falls through
+            "@!P1 BRA 0x40",  # 0x20 remainder dispatch: taken (<= head 0x50)
+            "STS.64 [R0], R4",  # 0x30 remainder: skipped
+            "ISETP.GE.AND P0, PT, R1, 0x4, PT",  # 0x40
+            "F2FP.PACK_AB R6, R5, R4",  # 0x50 staging head
+            "STS.64 [R0], R6",  # 0x60
+            "STS.64 [R0+0x8], R6",  # 0x70
+            "@!P0 BRA 0x50",  # 0x80 staging back edge
+            "LOP3.LUT R8, R4, 0xf000f, R9, 0xea, !PT",  # 0x90
+            "HFMA2 R8, R8, R10.H0_H0, -72, -72",  # 0xa0
+            "HMMA.16816.F32 R12, R16, R8, R12",  # 0xb0
+            "IADD3 R9, R9, -0x8080808, RZ",  # 0xc0 byte-splat bias: decode
+            "IADD3 R1, R1, 0x1, RZ",  # 0xd0 loop counter: no class
+            "BRA 0x0",  # 0xe0 outer back edge
+            "BRA 0xf0",  # 0xf0 trailing self-branch: ignored
+        ]
+    )
+    insns = cuda_sass.kernel_listing(text, "f")
+    assert cuda_sass.loops(insns) == [(0x50, 0x80), (0x0, 0xE0)]
+    c = cuda_sass.walk(insns, 0x0, 0xE0, trips=4)
+    # path: 0x00-0x20 (3), 0x40 (1), staging 4 insns x 2 passes (8), 0x90-0xe0 (6)
+    assert c["all"] == 3 + 1 + 8 + 6
+    assert c["stage"] == 8
+    assert c["decode"] == 3 and c["mma"] == 1 and c["ld"] == 1
+    assert c["smem"] == 0 and c["cvt"] == 0  # staging STS/F2FP count as stage
+    with pytest.raises(SystemExit):  # 3 trips are not whole passes of 2
+        cuda_sass.walk(insns, 0x0, 0xE0, trips=3)
+
+
+def test_cuda_sass_tc_kernel_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    """One small tensor-core kernel through nvcc: M=16 is one m16 tile, so per
+    128-k chunk a lane issues 8 k-steps x 2 n8 tiles = 16 HMMA for its 64
+    weights (0.25/w); the int4 decode is at least one lop3 + one hfma2 per
+    pair (1.0/w) and the A staging loop is found and expanded."""
+    import cuda_sass
+
+    argv = "--kernel tc --arch sm_80 --k 256 --n 64 --m 16 --widths int4 --jobs 1"
+    out = cuda_sass.main(argv.split(" "))
+    (row,) = out["tc"]
+    assert row.label == "int4" and row.per == 64
+    assert row.counts["mma"] == 16
+    assert 1.0 <= row.counts["decode"] / row.per < 1.5
+    assert row.counts["stage"] > 0 and row.counts["all"] > row.counts["stage"]
+    assert "| int4 |" in capsys.readouterr().out

@@ -373,8 +373,7 @@ class _Lowering:
         text = print_module(ModuleOp([kfn]))
         if self.target in ("cpu", "cuda"):
             consts = tuple(i for i, v in enumerate(operands) if v in self.lazy)
-            lower = self._native if self.target == "cpu" else self._cuda
-            native = lower(op, kfn, text, consts)
+            native = self._generated(op, kfn, text, consts)
             if native is not None:
                 return native[0].name, native[1]
             if isinstance(op, FusedOp):
@@ -403,59 +402,61 @@ class _Lowering:
             self.sources[self.kernels[text].name] = {"mlir": text}
         return self.kernels[text].name, {}
 
-    def _native(
+    def _generated(
         self, op: Operation, kfn: func.FuncOp, text: str, consts: tuple[int, ...]
     ) -> tuple[Kernel, dict[int, object]] | None:
-        """A native CPU kernel for `kfn` (shared by identical ones), or None."""
+        """The target's generated kernel for `kfn` (shared by identical ones;
+        None when no generator takes it), and the constants it repacks."""
+        key = (text, consts)
+        if key not in self.native:
+            short = _short(op)
+            n = self.counts.get(short, 0)
+            name = f"k_{short}_{n}"
+            lower = self._cpu_kernel if self.target == "cpu" else self._cuda_kernel
+            made = lower(op, kfn, consts, name)
+            if made is None:
+                self.native[key] = None
+            else:
+                self.counts[short] = n + 1
+                kernel, source, repack = made
+                self.sources[name] = {"mlir": text} | source
+                self.kernels[f"native:{name}"] = kernel
+                self.native[key] = (kernel, repack)
+        return self.native[key]
+
+    def _cpu_kernel(
+        self, op: Operation, kfn: func.FuncOp, consts: tuple[int, ...], name: str
+    ) -> tuple[Kernel, dict[str, str], dict[int, object]] | None:
+        """Object code for the ISA, with the LLVM IR for dumps."""
         from lpcc.codegen.llvm.lower import kernel_meta, lower_kernel
 
-        key = (text, consts)
-        if key not in self.native:
-            short = _short(op)
-            n = self.counts.get(short, 0)
-            name = f"k_{short}_{n}"
-            lowered = lower_kernel(kfn, self.isa, consts, entry=name)
-            if lowered is None:
-                self.native[key] = None
-            else:
-                self.counts[short] = n + 1
-                nk, obj = lowered
-                meta = {"op": op.name} | kernel_meta(
-                    nk, obj, len(kfn.body.block.args), len(op.results)
-                )
-                kernel = Kernel(name, "cpu", "llvm-object", obj.object_code, meta)
-                self.sources[name] = {"mlir": text, "ll": nk.ir}
-                self.kernels[f"native:{name}"] = kernel
-                self.native[key] = (kernel, dict(nk.repack))
-        return self.native[key]
+        lowered = lower_kernel(kfn, self.isa, consts, entry=name)
+        if lowered is None:
+            return None
+        nk, obj = lowered
+        meta = {"op": op.name} | kernel_meta(
+            nk, obj, len(kfn.body.block.args), len(op.results)
+        )
+        kernel = Kernel(name, "cpu", "llvm-object", obj.object_code, meta)
+        return kernel, {"ll": nk.ir}, dict(nk.repack)
 
-    def _cuda(
-        self, op: Operation, kfn: func.FuncOp, text: str, consts: tuple[int, ...]
-    ) -> tuple[Kernel, dict[int, object]] | None:
-        """A CUDA kernel for `kfn` (shared by identical ones), or None."""
+    def _cuda_kernel(
+        self, op: Operation, kfn: func.FuncOp, consts: tuple[int, ...], name: str
+    ) -> tuple[Kernel, dict[str, str], dict[int, object]] | None:
+        """CUDA C for the oldest arch (fatbins come after, all at once)."""
         from lpcc.codegen.cuda.lower import kernel_meta, lower_kernel
 
-        key = (text, consts)
-        if key not in self.native:
-            short = _short(op)
-            n = self.counts.get(short, 0)
-            name = f"k_{short}_{n}"
-            arch = min(self.archs, key=_sm) if self.archs else "sm_80"
-            ck = lower_kernel(kfn, arch, consts, entry=name)
-            if ck is None:
-                self.native[key] = None
-            else:
-                self.counts[short] = n + 1
-                meta = {"op": op.name} | kernel_meta(
-                    ck, len(kfn.body.block.args), len(op.results), arch
-                )
-                meta["const_inputs"] = list(consts)
-                meta["archs"] = list(self.archs)
-                kernel = Kernel(name, "cuda", "cuda-c", ck.source, meta)
-                self.sources[name] = {"mlir": text, "cu": ck.source}
-                self.kernels[f"native:{name}"] = kernel
-                self.native[key] = (kernel, dict(ck.repack))
-        return self.native[key]
+        arch = min(self.archs, key=_sm) if self.archs else "sm_80"
+        ck = lower_kernel(kfn, arch, consts, entry=name)
+        if ck is None:
+            return None
+        meta = {"op": op.name} | kernel_meta(
+            ck, len(kfn.body.block.args), len(op.results), arch
+        )
+        meta["const_inputs"] = list(consts)
+        meta["archs"] = list(self.archs)
+        kernel = Kernel(name, "cuda", "cuda-c", ck.source, meta)
+        return kernel, {"cu": ck.source}, dict(ck.repack)
 
     def _fatbins(self) -> None:
         """Compile every CUDA kernel for `archs` with nvcc, two at a time."""

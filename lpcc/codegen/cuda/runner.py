@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,65 @@ def resolve_device(device: str | None = None) -> str:
     return "gpu"
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """A kernel's meta, checked once: what every way of running it reads."""
+
+    name: str
+    source: str
+    binaries: dict[str, bytes]
+    archs: tuple[str, ...]
+    launches: tuple[tuple[str, tuple[Any, ...], tuple[int, ...], int], ...]
+    symbols: tuple[str, ...]
+    scratch: tuple[Any, ...]
+    errors: dict[int, str]
+    const_inputs: frozenset[int]
+
+    @classmethod
+    def parse(
+        cls, name: str, source: str, meta: dict[str, Any], binaries: dict[str, bytes]
+    ) -> _Spec:
+        try:
+            return cls(
+                name,
+                source,
+                binaries,
+                tuple(str(a) for a in meta.get("archs", ())),
+                tuple(
+                    (
+                        str(la["entry"]),
+                        tuple(la["grid"]),
+                        tuple(int(b) for b in la["block"]),
+                        int(la.get("shared_bytes", 0)),
+                    )
+                    for la in meta["launches"]
+                ),
+                tuple(str(s) for s in meta.get("symbols", ())),
+                tuple(meta.get("scratch", ())),
+                {int(c): str(m) for c, m in meta.get("errors", {}).items()},
+                frozenset(int(i) for i in meta.get("const_inputs", ())),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"bad CUDA kernel meta ({err})") from None
+
+    def grids(
+        self, env: dict[str, int]
+    ) -> list[tuple[str, tuple[int, ...], tuple[int, ...], int]]:
+        """The launches of one call, grids evaluated, empty ones dropped."""
+        out = []
+        for entry, grid, block, shared in self.launches:
+            g = tuple(evaluate(d, env) for d in grid)
+            if min(g) > 0:
+                out.append((entry, g, block, shared))
+        return out
+
+    def check(self, status: int) -> None:
+        """Raise the kernel's error for a nonzero status."""
+        if status:
+            why = self.errors.get(status, f"unknown status code {status}")
+            raise ExecutionError(f"kernel {self.name!r}: {why}")
+
+
 def cuda_kernel_fn(
     name: str,
     source: str,
@@ -87,22 +147,7 @@ def cuda_kernel_fn(
     device: str | None = None,
 ) -> KernelFn:
     """The VM-callable function of one CUDA kernel (see the module docstring)."""
-    try:
-        launches = [
-            (
-                str(la["entry"]),
-                tuple(la["grid"]),
-                tuple(int(b) for b in la["block"]),
-                int(la.get("shared_bytes", 0)),
-            )
-            for la in meta["launches"]
-        ]
-        symbols = [str(s) for s in meta.get("symbols", ())]
-        scratch = list(meta.get("scratch", ()))
-        errors = {int(c): str(m) for c, m in meta.get("errors", {}).items()}
-        const_inputs = {int(i) for i in meta.get("const_inputs", ())}
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"bad CUDA kernel meta ({err})") from None
+    spec = _Spec.parse(name, source, meta, binaries)
     impls: dict[str, KernelFn] = {}
 
     def run(
@@ -112,90 +157,39 @@ def cuda_kernel_fn(
         # compiles and loads anywhere; only running needs a GPU (or emulation).
         where = resolve_device(device)
         if where not in impls:
-            impls[where] = _build(where)
+            impls[where] = _emulated(spec) if where == "emulate" else _on_gpu(spec)
         impls[where](inputs, outputs, env)
-
-    def _build(where: str) -> KernelFn:
-        if where == "emulate":
-            return _emulated(name, source, launches, symbols, scratch, errors)
-        return _on_gpu(
-            name,
-            source,
-            binaries,
-            meta,
-            launches,
-            symbols,
-            scratch,
-            errors,
-            const_inputs,
-        )
 
     return run
 
 
-def _checker(name: str, errors: dict[int, str]) -> Callable[[int], None]:
-    def check(status: int) -> None:
-        if status:
-            why = errors.get(status, f"unknown status code {status}")
-            raise ExecutionError(f"kernel {name!r}: {why}")
-
-    return check
-
-
-_Launches = list[tuple[str, tuple[Any, ...], tuple[int, ...], int]]
-
-
-def _emulated(
-    name: str,
-    source: str,
-    launches: _Launches,
-    symbols: list[str],
-    scratch: list[Any],
-    errors: dict[int, str],
-) -> KernelFn:
+def _emulated(spec: _Spec) -> KernelFn:
     """Each launch through `emu.emulate`, on the VM's host arrays."""
     from . import emu
-
-    check = _checker(name, errors)
 
     def run(
         inputs: list[np.ndarray], outputs: list[np.ndarray], env: dict[str, int]
     ) -> None:
         ins = [np.ascontiguousarray(a) for a in inputs]
         outs = [o if o.flags.c_contiguous else np.empty_like(o) for o in outputs]
-        bufs = [np.zeros(max(evaluate(s, env), 1), np.uint8) for s in scratch]
+        bufs = [np.zeros(max(evaluate(s, env), 1), np.uint8) for s in spec.scratch]
         status = np.zeros(1, np.int32)
-        syms = [int(env[s]) for s in symbols]
-        for entry, grid, block, shared in launches:
-            g = tuple(evaluate(d, env) for d in grid)
-            if min(g) <= 0:
-                continue
-            args = [*ins, *outs, *bufs, *syms, status]
-            emu.emulate(source, entry, g, block, args, shared_bytes=shared)
+        args = [*ins, *outs, *bufs, *(int(env[s]) for s in spec.symbols), status]
+        for entry, grid, block, shared in spec.grids(env):
+            emu.emulate(spec.source, entry, grid, block, args, shared_bytes=shared)
         for o, t in zip(outputs, outs, strict=True):
             if o is not t:
                 o[...] = t
-        check(int(status[0]))
+        spec.check(int(status[0]))
 
     return run
 
 
-def _on_gpu(
-    name: str,
-    source: str,
-    binaries: dict[str, bytes],
-    meta: dict[str, Any],
-    launches: _Launches,
-    symbols: list[str],
-    scratch: list[Any],
-    errors: dict[int, str],
-    const_inputs: set[int],
-) -> KernelFn:
+def _on_gpu(spec: _Spec) -> KernelFn:
     """Each launch through CuPy; host arrays copied in and out per call."""
     import cupy
 
-    launch = _device_launch(name, source, binaries, meta, launches, symbols, scratch)
-    check = _checker(name, errors)
+    launch = _device_launch(spec)
     consts: dict[tuple[int, int, int], Any] = {}
 
     def run_gpu(
@@ -203,7 +197,7 @@ def _on_gpu(
     ) -> None:
         ins = []
         for i, a in enumerate(inputs):
-            if i in const_inputs:
+            if i in spec.const_inputs:
                 key = (i, a.ctypes.data, a.nbytes)
                 if key not in consts:
                     consts[key] = (cupy.asarray(np.ascontiguousarray(a)), a)
@@ -214,7 +208,7 @@ def _on_gpu(
         status = launch(ins, outs, env)
         for o, d in zip(outputs, outs, strict=True):
             o[...] = cupy.asnumpy(d)
-        check(int(status.get()[0]))
+        spec.check(int(status.get()[0]))
 
     return run_gpu
 
@@ -227,67 +221,42 @@ def device_launcher(
     No copies and no synchronization (the status array is returned on the
     device): what benchmarks time, and what a device-resident VM will call.
     """
-    launches = [
-        (str(la["entry"]), tuple(la["grid"]), tuple(la["block"]), la["shared_bytes"])
-        for la in meta["launches"]
-    ]
-    return _device_launch(
-        name,
-        source,
-        binaries,
-        meta,
-        launches,
-        [str(s) for s in meta.get("symbols", ())],
-        list(meta.get("scratch", ())),
-    )
+    return _device_launch(_Spec.parse(name, source, meta, binaries))
 
 
 def _device_launch(
-    name: str,
-    source: str,
-    binaries: dict[str, bytes],
-    meta: dict[str, Any],
-    launches: _Launches,
-    symbols: list[str],
-    scratch: list[Any],
+    spec: _Spec,
 ) -> Callable[[list[Any], list[Any], dict[str, int]], Any]:
     import cupy
 
-    fns = _gpu_functions(name, source, binaries, meta, [la[0] for la in launches])
-    for entry, _, _, shared in launches:
+    fns = _gpu_functions(spec)
+    for entry, _, _, shared in spec.launches:
         if shared > 48 * 1024:  # above the default needs an opt-in per function
             fns[entry].max_dynamic_shared_size_bytes = shared
 
     def launch(ins: list[Any], outs: list[Any], env: dict[str, int]) -> Any:
-        bufs = [cupy.zeros(max(evaluate(s, env), 1), cupy.uint8) for s in scratch]
+        bufs = [cupy.zeros(max(evaluate(s, env), 1), cupy.uint8) for s in spec.scratch]
         status = cupy.zeros(1, cupy.int32)
-        syms = [np.int64(env[s]) for s in symbols]
-        for entry, grid, block, shared in launches:
-            g = tuple(evaluate(d, env) for d in grid)
-            if min(g) <= 0:
-                continue
+        syms = [np.int64(env[s]) for s in spec.symbols]
+        for entry, grid, block, shared in spec.grids(env):
             args = (*ins, *outs, *bufs, *syms, status)
-            fns[entry](g, block, args, shared_mem=shared)
+            fns[entry](grid, block, args, shared_mem=shared)
         return status
 
     return launch
 
 
-def _gpu_functions(
-    name: str,
-    source: str,
-    binaries: dict[str, bytes],
-    meta: dict[str, Any],
-    entries: list[str],
-) -> dict[str, Any]:
+def _gpu_functions(spec: _Spec) -> dict[str, Any]:
     """The entries' `cupy.RawKernel`s: from the fatbin when it has a cubin for
     this GPU, else compiled by NVRTC."""
     import cupy
 
     cc = int(cupy.cuda.Device().compute_capability)  # e.g. 90
-    archs = [int(a.removeprefix("sm_")) for a in meta.get("archs", ())]
+    archs = [int(a.removeprefix("sm_")) for a in spec.archs]
     fits = [a for a in archs if a // 10 == cc // 10 and a <= cc]
-    fat = binaries.get("fatbin")
+    fat = spec.binaries.get("fatbin")
+    name, source = spec.name, spec.source
+    entries = [la[0] for la in spec.launches]
     if fat and fits:
         fd, path = tempfile.mkstemp(prefix=f"lpcc_{name}_", suffix=".fatbin")
         try:

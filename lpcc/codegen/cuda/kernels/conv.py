@@ -21,24 +21,23 @@ of the inputs); avg_pool is f32 only (a narrow result needs the codec).
 
 from __future__ import annotations
 
-from lpcc.codegen.cuda.kernel import CudaKernel, CudaRequest, elem, register, shape
+from lpcc.codegen.cuda.kernel import CudaKernel, CudaRequest, elem, shape
 from lpcc.codegen.cuda.kernels.movement import (
     THREADS,
     Kern,
+    generator,
     grid_1d,
     grid_loop,
     index_type,
-    is_f32,
-    or_none,
     unravel,
 )
 from lpcc.codegen.cuda.kernels.reduce import _NAN_MAX
+from lpcc.codegen.shapes import is_f32, pool_window
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.symbolic import dim_prod
 
 
-@register(lp.Conv2dOp)
-@or_none
+@generator(lp.Conv2dOp)
 def gen_conv2d(req: CudaRequest) -> CudaKernel | None:
     """Direct conv2d: a thread per output, f32 fma over (c, i, j) in order."""
     op = req.op
@@ -112,11 +111,9 @@ def _pool(req: CudaRequest, is_max: bool) -> CudaKernel | None:
     elif not (is_f32(dt) and is_f32(out)):
         return None
     sx, so = shape(op.input), shape(op.result)
-    kh, kw = lp._array(op.kernel)
-    sh, sw = lp._array(op.stride)
-    ph, pw = lp._array(op.padding)
-    dh, dw = lp._array(op.dilation) if is_max else (1, 1)
-    include_pad = not is_max and op.count_include_pad is not None
+    win = pool_window(op)
+    (kh, kw), (sh, sw), (ph, pw) = win.kernel, win.stride, win.padding
+    (dh, dw), include_pad = win.dilation, win.include_pad
     k = Kern(req)
     total_d = dim_prod(so)
     ity = index_type(total_d, dim_prod(sx))
@@ -168,15 +165,13 @@ def _pool(req: CudaRequest, is_max: bool) -> CudaKernel | None:
     return k.kernel("\n".join(lines) + "\n", grid_1d(total_d), THREADS, note)
 
 
-@register(lp.MaxPool2dOp)
-@or_none
+@generator(lp.MaxPool2dOp)
 def gen_max_pool2d(req: CudaRequest) -> CudaKernel | None:
     """max_pool2d: the NaN-propagating max over each window clipped to the input."""
     return _pool(req, is_max=True)
 
 
-@register(lp.AvgPool2dOp)
-@or_none
+@generator(lp.AvgPool2dOp)
 def gen_avg_pool2d(req: CudaRequest) -> CudaKernel | None:
     """avg_pool2d: the window's sum over the input / torch's divisor."""
     return _pool(req, is_max=False)

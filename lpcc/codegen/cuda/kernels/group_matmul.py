@@ -64,6 +64,8 @@ from lpcc.codegen.cuda.kernel import (
 )
 from lpcc.codegen.cuda.kernels import gemv, scalar
 from lpcc.codegen.cuda.kernels.matmul import Tail, block_slot, emit_tail, plan_tail
+from lpcc.codegen.cuda.kernels.movement import grid_1d
+from lpcc.codegen.shapes import group_weight_ok, static
 from lpcc.ir.dialect import lowp
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
@@ -221,14 +223,6 @@ def _float_lit(v: float) -> str:
 # -- the fused group GEMM ------------------------------------------------------------
 
 
-def _weight_ok(wdt: DType, xint: bool) -> bool:
-    if isinstance(wdt, IntType):
-        return 1 <= wdt.bits <= 8
-    if isinstance(wdt, FloatType):
-        return not xint and wdt.bits <= 8 and wdt.value_dtype == _F32
-    return False
-
-
 class _Prob:
     """The checked pieces of a fused group GEMM request."""
 
@@ -285,11 +279,13 @@ def _problem(req: CudaRequest, generic: bool = False) -> _Prob | None:
     if xint and not (xdt.bits == 8 and xdt.signed):
         return None
     if not xint and xdt.value_dtype != _F32:
+        return None  # (any float held in f32: wider than the CPU's group_act_ok)
+    if not group_weight_ok(wdt, xint):
         return None
-    if not _weight_ok(wdt, xint) or elem(red.scale).value_dtype != _F32:
+    if elem(red.scale).value_dtype != _F32:
         return None
     xs, ws = shape(gm.input), shape(gm.weight)
-    if len(ws) != 2 or not all(isinstance(d, int) for d in ws):
+    if len(ws) != 2 or not static(*ws):
         return None
     n, k = ws
     g = gm.group.data
@@ -542,6 +538,21 @@ def _int_tile(p: _Prob, mt: int, used: list[str], cm: str) -> list[str] | None:
     return out
 
 
+def _operand_ptrs(req: CudaRequest, p: _Prob, scale: str) -> list[str]:
+    """Declarations of X, the scale (named `scale`) and, where present, Z and
+    its sums T, and the act_scale A (everything but the weight W)."""
+    out = [
+        f"const {ctype(p.xdt)}* __restrict__ X = in{p.x};",
+        f"const float* __restrict__ {scale} = in{p.s};",
+    ]
+    if p.z is not None:
+        out.append(f"const {ctype(p.zdt)}* __restrict__ Z = in{p.z};")
+        out.append(f"const {ctype(elem(req.args[p.t]))}* __restrict__ T = in{p.t};")
+    if p.a is not None:
+        out.append(f"const float* __restrict__ A = in{p.a};")
+    return out
+
+
 def _fused_kernel(req: CudaRequest, p: _Prob) -> CudaKernel | None:
     used: list[str] = []
     rows = dim_prod(p.lead)
@@ -564,14 +575,8 @@ def _fused_kernel(req: CudaRequest, p: _Prob) -> CudaKernel | None:
         f"  const long long rem = {cm} - m0;",
         "  const unsigned* __restrict__ W ="
         f" reinterpret_cast<const unsigned*>(in{p.w});",
-        f"  const {ctype(p.xdt)}* __restrict__ X = in{p.x};",
-        f"  const float* __restrict__ S = in{p.s};",
+        *("  " + line for line in _operand_ptrs(req, p, "S")),
     ]
-    if p.z is not None:
-        head.append(f"  const {ctype(p.zdt)}* __restrict__ Z = in{p.z};")
-        head.append(f"  const {ctype(elem(req.args[p.t]))}* __restrict__ T = in{p.t};")
-    if p.a is not None:
-        head.append(f"  const float* __restrict__ A = in{p.a};")
     pre = ""
     if isinstance(p.wdt, FloatType):
         vals = p.wdt.values(np.arange(1 << p.wdt.bits, dtype=np.uint64))
@@ -685,15 +690,9 @@ def gen_fused_group_matmul_any(req: CudaRequest) -> CudaKernel | None:
     body += ["  " + line for line in lines]
     body += [f"  out0[t] = {final.text};", "}"]
     ptrs = [
-        f"const {ctype(p.xdt)}* __restrict__ X = in{p.x};",
         f"const {ctype(p.wdt)}* __restrict__ W = in{p.w};",
-        f"const float* __restrict__ SC = in{p.s};",
+        *_operand_ptrs(req, p, "SC"),
     ]
-    if p.z is not None:
-        ptrs.append(f"const {ctype(p.zdt)}* __restrict__ Z = in{p.z};")
-        ptrs.append(f"const {ctype(elem(red.sums))}* __restrict__ T = in{p.t};")
-    if p.a is not None:
-        ptrs.append(f"const float* __restrict__ A = in{p.a};")
     sig = signature(req, used)
     source = (
         _HELPERS
@@ -702,11 +701,9 @@ def gen_fused_group_matmul_any(req: CudaRequest) -> CudaKernel | None:
         + "\n}\n"
     )
     total = dim_prod([*p.lead, n])
-    blocks = dim_ceil_div(total, 256)  # grid-stride past 65535 blocks
-    grid = min(blocks, 65535) if isinstance(blocks, int) else f"Min({blocks}, 65535)"
     return CudaKernel(
         source,
-        [Launch(req.entry, (grid, 1, 1), (256, 1, 1))],
+        [Launch(req.entry, grid_1d(total, 256), (256, 1, 1))],  # grid-stride
         tuple(used),
         errors=dict(scalar.ERRORS),
         note=f"group GEMM, generic (thread per output, g{g})",

@@ -25,14 +25,18 @@ saturated to the result type. Anything else (cumsum results that need a
 narrow float's rounding, gathers whose non-indexed sizes may differ,
 expressions C cannot write) returns None and runs in the interpreter.
 
-The helpers here (`Kern`, `grid_1d`, `index_type`, ...) are shared with
-`reduce.py` and `conv.py`.
+The C helpers here (`Kern`, `generator`, `grid_1d`, `index_type`, ...) are
+shared with `reduce.py`, `conv.py` and `group_matmul.py`; the shape and
+stride planning (which dims merge, each dim's source stride) is
+`lpcc.codegen.shapes`, shared with the CPU kernels.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+
+from xdsl.ir import SSAValue
 
 from lpcc.codegen.cuda.kernel import (
     CudaKernel,
@@ -44,6 +48,18 @@ from lpcc.codegen.cuda.kernel import (
     register,
     shape,
     signature,
+)
+from lpcc.codegen.shapes import (
+    MaybeOne,
+    broadcast_strides,
+    contiguous,
+    esize,
+    gather_strides,
+    index_source,
+    is_f32,
+    merge_dims,
+    slice_plan,
+    split_at,
 )
 from lpcc.errors import IRError
 from lpcc.ir.dialect import ops as lp
@@ -77,6 +93,18 @@ def or_none(gen: GenFn) -> GenFn:
             return None
 
     return wrapper
+
+
+def generator(*op_types: type) -> Callable[[GenFn], GenFn]:
+    """Register `gen` for each op type, with `Unsupported` read as None."""
+
+    def deco(gen: GenFn) -> GenFn:
+        wrapped = or_none(gen)
+        for op_type in op_types:
+            register(op_type)(wrapped)
+        return wrapped
+
+    return deco
 
 
 class CText(str):
@@ -139,10 +167,6 @@ class Kern:
         )
 
 
-def static(*dims: Dim) -> bool:
-    return all(isinstance(d, int) for d in dims)
-
-
 def index_type(*totals: Dim) -> str:
     """32-bit indices when every total is static and below 2**31."""
     if all(isinstance(t, int) and t < INT32_LIMIT for t in totals):
@@ -180,72 +204,27 @@ def unravel(
     return lines
 
 
-def contiguous(dims: Sequence[Dim]) -> list[Dim]:
-    """Row-major element strides of a contiguous buffer of shape `dims`."""
-    out: list[Dim] = [1] * len(dims)
-    for i in range(len(dims) - 2, -1, -1):
-        out[i] = dim_mul(out[i + 1], dims[i + 1])
-    return out
-
-
-def esize(dt: DType) -> int:
-    return int(dt.value_dtype.itemsize)
-
-
-def is_f32(dt: DType) -> bool:
-    return (
-        isinstance(dt, FloatType)
-        and dt.value_dtype.name == "float32"
-        and (
-            dt.exp,
-            dt.man,
-            dt.variant,
-        )
-        == (8, 23, "ieee")
-    )
-
-
 # -- strided copies (permute, broadcast, slice) ---------------------------------------
-
-
-def _simplify(
-    sizes: Sequence[Dim], sstr: Sequence[Stride]
-) -> tuple[list[Dim], list[Stride]]:
-    """Drop size-1 dims; merge neighbours adjacent in both buffers (the output
-    is contiguous, so only the source strides need checking)."""
-    keep = [i for i, n in enumerate(sizes) if n != 1]
-    sz = [sizes[i] for i in keep]
-    ss = [sstr[i] for i in keep]
-    k = len(sz) - 2
-    while k >= 0:
-        n1, a, b = sz[k + 1], ss[k], ss[k + 1]
-        ints = isinstance(n1, int) and isinstance(a, int) and isinstance(b, int)
-        if ints and a == b * n1:  # type: ignore[operator]
-            sz[k] = dim_mul(sz[k], n1)
-            ss[k] = b
-            del sz[k + 1], ss[k + 1]
-        k -= 1
-    return sz, ss
 
 
 def strided_copy(
     req: CudaRequest,
+    x: SSAValue,
     out_shape: Sequence[Dim],
     sstr: Sequence[Stride],
     sbase: Stride,
-    src: int,
-    dt: DType,
     note: str,
-    src_total: Dim,
     guard: str | None = None,
 ) -> CudaKernel:
-    """out[i...] = in[sbase + sum i_k * sstr_k]; `out` contiguous of `out_shape`.
+    """out[i...] = x[sbase + sum i_k * sstr_k]; `out` contiguous of `out_shape`.
 
     With `guard` (a C condition), the output is zero-filled where it is false.
     """
     k = Kern(req)
+    src, dt, src_total = req.arg_index(x), elem(x), dim_prod(shape(x))
     total_d = dim_prod(out_shape)
-    sizes, ss = _simplify(out_shape, sstr)
+    # the output is contiguous: only the source strides decide merges
+    sizes, (ss,) = merge_dims(out_shape, sstr)
     # a dynamic size might make the 32-bit index overflow: 64-bit then
     ity = index_type(total_d, src_total, *ss)
     if any(isinstance(s, CText) for s in [*ss, sbase]):
@@ -278,8 +257,7 @@ def strided_copy(
     )
 
 
-@register(lp.PermuteOp)
-@or_none
+@generator(lp.PermuteOp)
 def gen_permute(req: CudaRequest) -> CudaKernel | None:
     """out[o] = in[sum o_i * stride[perm_i]]: a strided gather copy."""
     op = req.op
@@ -288,93 +266,55 @@ def gen_permute(req: CudaRequest) -> CudaKernel | None:
     perm = list(lp._array(op.perm))
     st = contiguous(src_shape)
     out_shape = [src_shape[p] for p in perm]
-    return strided_copy(
-        req,
-        out_shape,
-        [st[p] for p in perm],
-        0,
-        req.arg_index(op.input),
-        elem(op.input),
-        f"permute {perm}",
-        dim_prod(src_shape),
-    )
+    sstr = [st[p] for p in perm]
+    return strided_copy(req, op.input, out_shape, sstr, 0, f"permute {perm}")
 
 
-@register(lp.BroadcastOp)
-@or_none
+@generator(lp.BroadcastOp)
 def gen_broadcast(req: CudaRequest) -> CudaKernel | None:
     """A strided copy whose broadcast dims have source stride 0."""
     op = req.op
     assert isinstance(op, lp.BroadcastOp)
     src_shape, out_shape = list(shape(op.input)), list(shape(op.result))
-    lead = len(out_shape) - len(src_shape)
-    st = contiguous(src_shape)
     k = Kern(req)
-    sstr: list[Stride] = [0] * lead
-    for n, d, s in zip(src_shape, out_shape[lead:], st, strict=True):
-        if n == 1:
-            sstr.append(0)
-        elif n == d or isinstance(n, int):
-            sstr.append(s)  # (a static n != 1 must equal d: the verifier)
-        else:  # a dynamic size that may be 1 at run time
-            sstr.append(CText(f"({k.dim(n)} == 1LL ? 0LL : {k.dim(s)})"))
-    return strided_copy(
-        req,
-        out_shape,
-        sstr,
-        0,
-        req.arg_index(op.input),
-        elem(op.input),
-        "broadcast",
-        dim_prod(src_shape),
-    )
+    sstr: list[Stride] = []
+    for s in broadcast_strides(src_shape, out_shape):
+        if isinstance(s, MaybeOne):
+            s = CText(f"({k.dim(s.n)} == 1LL ? 0LL : {k.dim(s.stride)})")
+        sstr.append(s)
+    return strided_copy(req, op.input, out_shape, sstr, 0, "broadcast")
 
 
-@register(lp.SliceOp)
-@or_none
+@generator(lp.SliceOp)
 def gen_slice(req: CudaRequest) -> CudaKernel | None:
     """A strided copy from offset sum off_d * st_d with strides step_d * st_d."""
     op = req.op
     assert isinstance(op, lp.SliceOp)
     src_shape, out_shape = list(shape(op.input)), list(shape(op.result))
-    offsets, steps = lp._array(op.offsets), lp._array(op.strides)
-    st = contiguous(src_shape)
+    sp = slice_plan(op, src_shape, out_shape)
+    st, offsets, steps = sp.strides, sp.offsets, sp.steps
     k = Kern(req)
     sstr: list[Stride] = []
     for s, step in zip(st, steps, strict=True):
         sstr.append(s * step if isinstance(s, int) else CText(f"{k.dim(s)} * {step}"))
-    if static(*st):
-        base: Stride = sum(int(s) * o for s, o in zip(st, offsets, strict=True))
+    if sp.base is not None:
+        base: Stride = sp.base
     else:
         terms = [f"{o}LL * {k.dim(s)}" for s, o in zip(st, offsets, strict=True) if o]
         base = CText(" + ".join(terms)) if terms else 0
     conds = []
-    for d, (n, size) in enumerate(zip(src_shape, out_shape, strict=True)):
-        if static(n, size):
-            continue  # the verifier checked it
-        sz = k.dim(size)
+    for d in sp.checks:  # (the verifier checked the static ones)
+        sz = k.dim(out_shape[d])
         last = f"({offsets[d]}LL + ({sz} - 1LL) * {steps[d]}LL)"
-        conds.append(f"({sz} <= 0LL || {last} < {k.dim(n)})")
+        conds.append(f"({sz} <= 0LL || {last} < {k.dim(src_shape[d])})")
     guard = " && ".join(conds) if conds else None
-    note = f"slice offsets {list(offsets)} strides {list(steps)}"
-    return strided_copy(
-        req,
-        out_shape,
-        sstr,
-        base,
-        req.arg_index(op.input),
-        elem(op.input),
-        note,
-        dim_prod(src_shape),
-        guard,
-    )
+    return strided_copy(req, op.input, out_shape, sstr, base, sp.note, guard)
 
 
 # -- concat ---------------------------------------------------------------------------
 
 
-@register(lp.ConcatOp)
-@or_none
+@generator(lp.ConcatOp)
 def gen_concat(req: CudaRequest) -> CudaKernel | None:
     """out[o, r] (r along dim x inner) from the input whose block holds r."""
     op = req.op
@@ -384,7 +324,7 @@ def gen_concat(req: CudaRequest) -> CudaKernel | None:
     out_shape = list(shape(op.result))
     k = Kern(req)
     parts = list(op.inputs)
-    inner_d = dim_prod(out_shape[d + 1 :])
+    outer_d, _, inner_d = split_at(out_shape, d)
     blocks_d = [dim_mul(shape(v)[d], inner_d) for v in parts]
     total_d = dim_prod(out_shape)
     ity = index_type(total_d, *blocks_d)
@@ -403,8 +343,7 @@ def gen_concat(req: CudaRequest) -> CudaKernel | None:
         acc = f"off{j} + {b}"
     lines.append(f"  const {ity} row = {acc};")
     lines.append(grid_loop(ity, k.idx(total_d, ity)) + " {")
-    outer_one = dim_prod(out_shape[:d]) == 1
-    if outer_one:
+    if outer_d == 1:
         lines += [f"    const {ity} o = 0;", f"    const {ity} r = i;"]
     else:
         lines += [f"    const {ity} o = i / row;", f"    const {ity} r = i - o * row;"]
@@ -450,99 +389,81 @@ def _load_index(idt: DType, ptr: str, at: str, n: str) -> list[str]:
     ]
 
 
-@register(lp.TakeOp)
-@or_none
+def _indexed_copy(
+    req: CudaRequest,
+    k: Kern,
+    op: lp.TakeOp | lp.GatherOp,
+    d: int,
+    ity: str,
+    total_d: Dim,
+    split: list[str],
+    at: str,
+    off: str,
+) -> CudaKernel:
+    """dst[i] = src[off] for i < total, `ix` = indices[at] wrapped and checked
+    (`split`: the lines unravelling i into the names `at` and `off` use)."""
+    what = "take" if isinstance(op, lp.TakeOp) else "gather"
+    dt, idt = elem(op.input), elem(op.indices)
+    t = _UINT[esize(dt)]
+    lines = [
+        f"  const {t}* __restrict__ src = (const {t}*)in{req.arg_index(op.input)};",
+        f"  const {ctype(idt)}* __restrict__ ind = in{req.arg_index(op.indices)};",
+        f"  {t}* __restrict__ dst = ({t}*)out0;",
+        f"  const long long n = {k.dim(shape(op.input)[d])};",
+        grid_loop(ity, k.idx(total_d, ity)) + " {",
+        *split,
+        *_load_index(idt, "ind", at, "n"),
+        f"    if (n <= 0) {{ atomicExch(status, {ERR_INDEX}); dst[i] = ({t})0; "
+        "continue; }",
+        f"    dst[i] = src[{off}];",
+        "  }",
+    ]
+    return k.kernel(
+        "\n".join(lines) + "\n",
+        grid_1d(total_d),
+        THREADS,
+        f"{what} dim {d} [thread per element, {ity} indices]",
+        errors={ERR_INDEX: index_message(f"lp.{what} (dim {d})")},
+    )
+
+
+@generator(lp.TakeOp)
 def gen_take(req: CudaRequest) -> CudaKernel | None:
     """np.take along dim: out[o, k, j] = x[o, idx[k], j]."""
     op = req.op
     assert isinstance(op, lp.TakeOp)
-    dt, idt = elem(op.input), elem(op.indices)
-    if not isinstance(idt, IntType):
+    if (xs := index_source(op)) is None:
         return None
     d = op.dim.data
-    xs = list(shape(op.input))
-    if xs[d] == 0:
-        return None  # every index is out of range: the interpreter says so
     k = Kern(req)
-    inner_d, outer_d = dim_prod(xs[d + 1 :]), dim_prod(xs[:d])
+    outer_d, _, inner_d = split_at(xs, d)
     nidx_d = dim_prod(shape(op.indices))
     total_d = dim_prod([outer_d, nidx_d, inner_d])
     ity = index_type(total_d, dim_prod(xs))
-    t = _UINT[esize(dt)]
-    n = k.dim(xs[d])
-    lines = [
-        f"  const {t}* __restrict__ src = (const {t}*)in{req.arg_index(op.input)};",
-        f"  const {ctype(idt)}* __restrict__ ind = in{req.arg_index(op.indices)};",
-        f"  {t}* __restrict__ dst = ({t}*)out0;",
-        f"  const long long n = {n};",
-        grid_loop(ity, k.idx(total_d, ity)) + " {",
-        *unravel(k, "i", [outer_d, nidx_d, inner_d], ["o", "kk", "j"], ity),
-        *_load_index(idt, "ind", "kk", "n"),
-        f"    if (n <= 0) {{ atomicExch(status, {ERR_INDEX}); dst[i] = ({t})0; "
-        "continue; }",
-        f"    dst[i] = src[(o * ({ity})n + ({ity})ix) * {k.idx(inner_d, ity)} + j];",
-        "  }",
-    ]
-    return k.kernel(
-        "\n".join(lines) + "\n",
-        grid_1d(total_d),
-        THREADS,
-        f"take dim {d} [thread per element, {ity} indices]",
-        errors={ERR_INDEX: index_message(f"lp.take (dim {d})")},
-    )
+    split = unravel(k, "i", [outer_d, nidx_d, inner_d], ["o", "kk", "j"], ity)
+    off = f"(o * ({ity})n + ({ity})ix) * {k.idx(inner_d, ity)} + j"
+    return _indexed_copy(req, k, op, d, ity, total_d, split, "kk", off)
 
 
-@register(lp.GatherOp)
-@or_none
+@generator(lp.GatherOp)
 def gen_gather(req: CudaRequest) -> CudaKernel | None:
     """torch.gather: out[i] = x[i with i_dim replaced by idx[i]]."""
     op = req.op
     assert isinstance(op, lp.GatherOp)
-    dt, idt = elem(op.input), elem(op.indices)
-    if not isinstance(idt, IntType):
+    if (xs := index_source(op)) is None:
         return None
-    d = op.dim.data
-    xs, ish = list(shape(op.input)), list(shape(op.indices))
-    if xs[d] == 0:
-        return None
-    xst = contiguous(xs)
-    eff: list[Dim] = []
-    for i, (a, c) in enumerate(zip(xs, ish, strict=True)):
-        if i == d:
-            eff.append(0)
-        elif a == c:
-            eff.append(xst[i])
-        elif a == 1:
-            eff.append(0)  # NumPy broadcasts a size-1 input dim
-        else:
-            return None  # sizes that may differ: the interpreter checks them
+    d, ish = op.dim.data, list(shape(op.indices))
+    eff = gather_strides(xs, ish, d)
+    if eff is None:
+        return None  # sizes that may differ: the interpreter checks them
     k = Kern(req)
     total_d = dim_prod(ish)
     ity = index_type(total_d, dim_prod(xs))
-    t = _UINT[esize(dt)]
     names = [f"i{j}" for j in range(len(ish))]
     terms = [f"{names[j]} * {k.idx(s, ity)}" for j, s in enumerate(eff) if s != 0]
-    terms.append(f"({ity})ix * {k.idx(xst[d], ity)}")
-    lines = [
-        f"  const {t}* __restrict__ src = (const {t}*)in{req.arg_index(op.input)};",
-        f"  const {ctype(idt)}* __restrict__ ind = in{req.arg_index(op.indices)};",
-        f"  {t}* __restrict__ dst = ({t}*)out0;",
-        f"  const long long n = {k.dim(xs[d])};",
-        grid_loop(ity, k.idx(total_d, ity)) + " {",
-        *unravel(k, "i", ish, names, ity),
-        *_load_index(idt, "ind", "i", "n"),
-        f"    if (n <= 0) {{ atomicExch(status, {ERR_INDEX}); dst[i] = ({t})0; "
-        "continue; }",
-        f"    dst[i] = src[{' + '.join(terms)}];",
-        "  }",
-    ]
-    return k.kernel(
-        "\n".join(lines) + "\n",
-        grid_1d(total_d),
-        THREADS,
-        f"gather dim {d} [thread per element, {ity} indices]",
-        errors={ERR_INDEX: index_message(f"lp.gather (dim {d})")},
-    )
+    terms.append(f"({ity})ix * {k.idx(contiguous(xs)[d], ity)}")
+    split = unravel(k, "i", ish, names, ity)
+    return _indexed_copy(req, k, op, d, ity, total_d, split, "i", " + ".join(terms))
 
 
 # -- cumsum ---------------------------------------------------------------------------
@@ -555,8 +476,7 @@ def saturate(dt: IntType, x: str) -> str:
     return f"({x} < {dt.min}LL ? {dt.min}LL : {x} > {dt.max}LL ? {dt.max}LL : {x})"
 
 
-@register(lp.CumsumOp)
-@or_none
+@generator(lp.CumsumOp)
 def gen_cumsum(req: CudaRequest) -> CudaKernel | None:
     """One thread per column: an in-order chain down `dim` (the
     interpreter's order), columns adjacent in memory on adjacent threads."""
@@ -570,7 +490,7 @@ def gen_cumsum(req: CudaRequest) -> CudaKernel | None:
         return None
     dims = list(shape(op.input))
     d = op.dim.data
-    outer_d, n_d, inner_d = dim_prod(dims[:d]), dims[d], dim_prod(dims[d + 1 :])
+    outer_d, n_d, inner_d = split_at(dims, d)
     cols_d = dim_mul(outer_d, inner_d)
     k = Kern(req)
     ity = index_type(dim_prod(dims))

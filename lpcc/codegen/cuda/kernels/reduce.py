@@ -41,21 +41,19 @@ from lpcc.codegen.cuda.kernel import (
     CudaRequest,
     ctype,
     elem,
-    register,
     shape,
 )
 from lpcc.codegen.cuda.kernels.movement import (
     MAX_BLOCKS,
     Kern,
-    contiguous,
+    generator,
     grid_1d,
     grid_loop,
     index_type,
-    is_f32,
-    or_none,
     saturate,
     unravel,
 )
+from lpcc.codegen.shapes import contiguous, is_f32
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dtypes import DType, FloatType, IntType
 from lpcc.ir.symbolic import Dim, dim_min, dim_mul, dim_prod
@@ -187,11 +185,7 @@ def _groups(xs: list[Dim], dims: set[int]) -> list[tuple[Dim, bool]]:
     return out
 
 
-@register(lp.ReduceSumOp)
-@register(lp.ReduceMeanOp)
-@register(lp.ReduceMaxOp)
-@register(lp.ReduceMinOp)
-@or_none
+@generator(lp.ReduceSumOp, lp.ReduceMeanOp, lp.ReduceMaxOp, lp.ReduceMinOp)
 def gen_reduce(req: CudaRequest) -> CudaKernel | None:
     """A block per row (trailing reduced dims) or a thread per output."""
     op = req.op
@@ -366,5 +360,4 @@ def _softmax(req: CudaRequest) -> CudaKernel | None:
     return k.kernel("\n".join(lines) + "\n", grid_1d(cols_d), 256, note)
 
 
-register(lp.SoftmaxOp)(or_none(_softmax))
-register(lp.LogSoftmaxOp)(or_none(_softmax))
+generator(lp.SoftmaxOp, lp.LogSoftmaxOp)(_softmax)

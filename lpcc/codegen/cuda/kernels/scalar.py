@@ -48,6 +48,7 @@ import numpy as np
 from xdsl.ir import Operation, SSAValue
 
 from lpcc.codegen.cuda.kernel import c_dim, ctype, elem
+from lpcc.codegen.shapes import BINARY_KIND as _BINARY
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import YieldOp
 from lpcc.ir.dtypes import DType, FloatType, IntType
@@ -203,15 +204,6 @@ def round_float(x: str, dt: DType, lines: list[str], fresh: Fresh) -> str:
 
 # -- the ops ---------------------------------------------------------------------------
 
-_BINARY: dict[type, str] = {
-    lp.AddOp: "add",
-    lp.SubOp: "sub",
-    lp.MulOp: "mul",
-    lp.DivOp: "div",
-    lp.MaxOp: "max",
-    lp.MinOp: "min",
-    lp.PowOp: "pow",
-}
 _UNARY_F: dict[type, str] = {
     lp.ExpOp: "expf({x})",
     lp.LogOp: "logf({x})",

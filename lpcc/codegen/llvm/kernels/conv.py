@@ -45,6 +45,7 @@ from lpcc.codegen.llvm.kernels.matmul import (
     store,
     tiling,
 )
+from lpcc.codegen.shapes import pool_window
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.symbolic import Dim
 
@@ -236,11 +237,9 @@ def _pool_kernel(req: KernelRequest, is_max: bool) -> NativeKernel | None:
     if not _f32(op.input, op.result) or op.input not in req.args:
         return None
     sx, so = shape(op.input), shape(op.result)
-    kh, kw = lp._array(op.kernel)
-    sh, sw = lp._array(op.stride)
-    ph, pw = lp._array(op.padding)
-    dh, dw = lp._array(op.dilation) if is_max else (1, 1)
-    include_pad = not is_max and op.count_include_pad is not None
+    win = pool_window(op)
+    (kh, kw), (sh, sw), (ph, pw) = win.kernel, win.stride, win.padding
+    (dh, dw), include_pad = win.dilation, win.include_pad
     kb = KernelBuilder(req)
     b = kb.b
     x, y = kb.inp(0), kb.out(0)

@@ -101,6 +101,7 @@ from lpcc.codegen.llvm.kernel import (
     shape,
     storage_type,
 )
+from lpcc.codegen.shapes import BINARY_KIND as _BINARY
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
 from lpcc.ir.dtypes import DType, FloatType, IntType
@@ -897,15 +898,6 @@ class Emitter:
         raise AssertionError(f"Emitter: {op.name} is not elementwise")
 
 
-_BINARY: dict[type, str] = {
-    lp.AddOp: "add",
-    lp.SubOp: "sub",
-    lp.MulOp: "mul",
-    lp.DivOp: "div",
-    lp.MaxOp: "max",
-    lp.MinOp: "min",
-    lp.PowOp: "pow",
-}
 _UNARY: dict[type, str] = {
     lp.NegOp: "neg",
     lp.AbsOp: "abs",

@@ -87,6 +87,9 @@ from lpcc.codegen.llvm.kernel import (
     register,
     shape,
 )
+from lpcc.codegen.shapes import group_act_ok as _x_ok
+from lpcc.codegen.shapes import group_weight_ok as _weight_ok
+from lpcc.codegen.shapes import static
 from lpcc.ir.dialect import lowp
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
@@ -291,24 +294,6 @@ class _Problem:
         return isinstance(self.xdt, IntType)
 
 
-def _static(dims: Sequence[Dim]) -> bool:
-    return all(isinstance(d, int) for d in dims)
-
-
-def _weight_ok(wdt: DType, xint: bool) -> bool:
-    if isinstance(wdt, IntType):
-        return 1 <= wdt.bits <= 8
-    if isinstance(wdt, FloatType):
-        return not xint and wdt.bits <= 8 and wdt.value_dtype == _F32
-    return False
-
-
-def _x_ok(xdt: DType) -> bool:
-    if isinstance(xdt, IntType):
-        return xdt.bits == 8 and xdt.signed
-    return isinstance(xdt, FloatType) and xdt.value_dtype == _F32
-
-
 def _gm_problem(
     req: KernelRequest, gm: lowp.GroupMatmulOp, arg: Callable[[SSAValue], int | None]
 ) -> dict | None:
@@ -320,7 +305,7 @@ def _gm_problem(
     if not _x_ok(xdt) or not _weight_ok(wdt, isinstance(xdt, IntType)):
         return None
     xs, ws = shape(gm.input), shape(gm.weight)
-    if len(ws) != 2 or not _static(ws) or not isinstance(xs[-1], int):
+    if len(ws) != 2 or not static(*ws) or not isinstance(xs[-1], int):
         return None
     n, k = ws
     g = gm.group.data
@@ -1579,7 +1564,7 @@ def _gen_dequant_reduce(req: KernelRequest) -> NativeKernel | None:
     if elem(op.result).name != "f32":
         return None
     ps = shape(op.partial)
-    if len(ps) < 3 or not _static(ps[-2:]):
+    if len(ps) < 3 or not static(*ps[-2:]):
         return None
     n, gn = ps[-2], ps[-1]
     if (

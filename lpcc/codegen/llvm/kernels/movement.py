@@ -20,7 +20,8 @@ dynamic sizes do not fit its input, and a take or gather from a dynamic
 dimension of size 0, write zeros. Anything not
 handled here (narrow-float results that need the codec's rounding, integer
 quantization targets wider than 32 bits, gathers whose non-indexed sizes
-may differ) returns None and runs in the interpreter.
+may differ) returns None and runs in the interpreter. The shape and
+stride planning is `lpcc.codegen.shapes`, shared with the CUDA kernels.
 """
 
 from __future__ import annotations
@@ -48,9 +49,22 @@ from lpcc.codegen.llvm.kernel import (
     shape,
     storage_type,
 )
+from lpcc.codegen.shapes import (
+    MaybeOne,
+    broadcast_strides,
+    collapse_permute,
+    gather_strides,
+    index_source,
+    merge_dims,
+    slice_plan,
+    split_at,
+)
+from lpcc.codegen.shapes import contiguous as _contiguous
+from lpcc.codegen.shapes import esize as _esize
+from lpcc.codegen.shapes import is_f32 as _is_f32
 from lpcc.ir.dialect import ops as lp
 from lpcc.ir.dtypes import DType, FloatType, IntType
-from lpcc.ir.symbolic import Dim
+from lpcc.ir.symbolic import Dim, dim_ceil_div
 from lpcc.ir.symbolic import dim_mul as _mul
 from lpcc.ir.symbolic import dim_prod as _prod
 
@@ -76,30 +90,9 @@ def _guess(d: Dim) -> int:
     return d if isinstance(d, int) else GUESS
 
 
-def _contiguous(dims: Sequence[Dim]) -> list[Dim]:
-    """Row-major element strides of a contiguous buffer of shape `dims`."""
-    out: list[Dim] = [1] * len(dims)
-    for i in range(len(dims) - 2, -1, -1):
-        out[i] = _mul(out[i + 1], dims[i + 1])
-    return out
-
-
 def _granule(row_bytes: int) -> int:
     """Rows per chunk so that each thread gets at least CHUNK_BYTES."""
     return max(1, CHUNK_BYTES // max(row_bytes, 1))
-
-
-def _is_f32(dt: DType) -> bool:
-    return (
-        isinstance(dt, FloatType)
-        and dt.exp == 8
-        and dt.man == 23
-        and dt.variant == "ieee"
-    )
-
-
-def _esize(dt: DType) -> int:
-    return int(dt.value_dtype.itemsize)
 
 
 # -- the builder ---------------------------------------------------------------
@@ -280,28 +273,6 @@ class _Gen:
 # -- strided copies (permute without transpose, broadcast, slice) --------------
 
 
-def _simplify(
-    sizes: Sequence[Dim], sstr: Sequence[Stride], dstr: Sequence[Stride]
-) -> tuple[list[Dim], list[Stride], list[Stride]]:
-    """Drop size-1 dims; merge neighbours that are adjacent in both buffers."""
-    keep = [i for i, n in enumerate(sizes) if n != 1]
-    sz = [sizes[i] for i in keep]
-    ss = [sstr[i] for i in keep]
-    ds = [dstr[i] for i in keep]
-    k = len(sz) - 2
-    while k >= 0:
-        n1 = sz[k + 1]
-        ok = all(
-            isinstance(s[k], int) and isinstance(s[k + 1], int) for s in (ss, ds)
-        ) and isinstance(n1, int)
-        if ok and ss[k] == ss[k + 1] * n1 and ds[k] == ds[k + 1] * n1:  # type: ignore[operator]
-            sz[k] = _mul(sz[k], n1)
-            ss[k], ds[k] = ss[k + 1], ds[k + 1]
-            del sz[k + 1], ss[k + 1], ds[k + 1]
-        k -= 1
-    return sz, ss, ds
-
-
 def _strided_copy(
     g: _Gen,
     out_shape: Sequence[Dim],
@@ -318,7 +289,7 @@ def _strided_copy(
     """
     esize = _esize(dt)
     ety = ir.IntType(8 * esize)
-    sizes, ss, _ = _simplify(out_shape, sstr, _contiguous(out_shape))
+    sizes, (ss, _) = merge_dims(out_shape, sstr, _contiguous(out_shape))
     kb, b = g.kb, g.b
     sp, dp = kb.inp(src), kb.out(0)
     base = g.val(sbase)
@@ -450,21 +421,7 @@ def gen_permute(req: KernelRequest) -> NativeKernel | None:
     dt = elem(op.input)
     src_shape = list(shape(op.input))
     perm = list(lp._array(op.perm))
-    # Collapse: drop size-1 input dims, merge input dims that stay adjacent.
-    keep = [i for i, n in enumerate(src_shape) if n != 1]
-    new_id = {old: k for k, old in enumerate(keep)}
-    s = [src_shape[i] for i in keep]
-    p = [new_id[i] for i in perm if i in new_id]
-    k = 0
-    while k < len(p) - 1:
-        a = p[k]
-        if p[k + 1] == a + 1:  # input dims a, a+1 stay together: merge
-            s[a] = _mul(s[a], s[a + 1])
-            del s[a + 1]
-            del p[k + 1]
-            p = [x - 1 if x > a else x for x in p]
-        else:
-            k += 1
+    s, p = collapse_permute(src_shape, perm)
     src = req.arg_index(op.input)
     m = len(s)
     st = _contiguous(s)
@@ -554,7 +511,9 @@ def _transpose(
                 with g.scalar_loop(jb, je, name="ej") as j:
                     v = kb.load(sp, b.add(srow, b.mul(j, sp_)), ety)
                     kb.store(v, dp, b.add(drow, j))
-    rows = _prod([*(o[i] for i in batch), _ceil_div(o[last], JB), _ceil_div(o[q], TQ)])
+    rows = _prod(
+        [*(o[i] for i in batch), dim_ceil_div(o[last], JB), dim_ceil_div(o[q], TQ)]
+    )
     note = f"permute {perm} [tiled transpose {T}x{T} in {JB}x{TQ} blocks]"
     return g.kernel(rows, TQ * JB * esize, note)
 
@@ -584,10 +543,6 @@ def _transpose_tile(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
     return rows
 
 
-def _ceil_div(a: Dim, n: int) -> Dim:
-    return -(-a // n) if isinstance(a, int) else f"CeilDiv({a}, {n})"
-
-
 # -- broadcast and slice -------------------------------------------------------
 
 
@@ -599,17 +554,12 @@ def gen_broadcast(req: KernelRequest) -> NativeKernel | None:
     dt = elem(op.input)
     src_shape, out_shape = list(shape(op.input)), list(shape(op.result))
     g = _Gen(req)
-    lead = len(out_shape) - len(src_shape)
-    st = _contiguous(src_shape)
-    sstr: list[Stride] = [0] * lead
-    for n, d, s in zip(src_shape, out_shape[lead:], st, strict=True):
-        if n == 1:
-            sstr.append(0)
-        elif n == d or isinstance(n, int):
-            sstr.append(s)  # (a static n != 1 must equal d: the verifier)
-        else:  # a dynamic size that may be 1 at run time
-            is_one = g.b.icmp_signed("==", g.val(n), g.i64(1))
-            sstr.append(g.b.select(is_one, g.i64(0), g.val(s)))
+    sstr: list[Stride] = []
+    for s in broadcast_strides(src_shape, out_shape):
+        if isinstance(s, MaybeOne):  # a dynamic size that may be 1 at run time
+            is_one = g.b.icmp_signed("==", g.val(s.n), g.i64(1))
+            s = g.b.select(is_one, g.i64(0), g.val(s.stride))
+        sstr.append(s)
     return _strided_copy(
         g, out_shape, sstr, 0, req.arg_index(op.input), dt, "broadcast"
     )
@@ -622,31 +572,25 @@ def gen_slice(req: KernelRequest) -> NativeKernel | None:
     assert isinstance(op, lp.SliceOp)
     dt = elem(op.input)
     src_shape, out_shape = list(shape(op.input)), list(shape(op.result))
-    offsets, steps = lp._array(op.offsets), lp._array(op.strides)
-    st = _contiguous(src_shape)
+    sp = slice_plan(op, src_shape, out_shape)
+    st, offsets, steps = sp.strides, sp.offsets, sp.steps
     g = _Gen(req)
     b = g.b
     sstr: list[Stride] = []
-    base: Stride = 0
-    static_base = all(isinstance(x, int) for x in st)
     for s, step in zip(st, steps, strict=True):
         if isinstance(s, int):
             sstr.append(s * step)
         else:
             sstr.append(b.mul(g.val(s), g.i64(step)))
-    if static_base:
-        base = sum(int(s) * off for s, off in zip(st, offsets, strict=True))  # type: ignore[call-overload]
+    base: Stride
+    if sp.base is not None:
+        base = sp.base
     else:
         base = g.dot([g.i64(o) for o in offsets], [g.val(s) for s in st])
     guard = None
-    dynamic = [
-        d
-        for d, (n, size) in enumerate(zip(src_shape, out_shape, strict=True))
-        if not (isinstance(n, int) and isinstance(size, int))
-    ]
-    if dynamic:  # the interpreter raises where a slice overruns: write zeros
+    if sp.checks:  # the interpreter raises where a slice overruns: write zeros
         guard = ir.Constant(I1, 1)
-        for d in dynamic:
+        for d in sp.checks:
             size = g.val(out_shape[d])
             lastread = b.add(
                 g.i64(offsets[d]), b.mul(b.sub(size, g.i64(1)), g.i64(steps[d]))
@@ -656,9 +600,8 @@ def gen_slice(req: KernelRequest) -> NativeKernel | None:
                 b.icmp_signed("<", lastread, g.val(src_shape[d])),
             )
             guard = b.and_(guard, fits)
-    note = f"slice offsets {list(offsets)} strides {list(steps)}"
     return _strided_copy(
-        g, out_shape, sstr, base, req.arg_index(op.input), dt, note, guard
+        g, out_shape, sstr, base, req.arg_index(op.input), dt, sp.note, guard
     )
 
 
@@ -677,9 +620,8 @@ def gen_concat(req: KernelRequest) -> NativeKernel | None:
     ety = ir.IntType(8 * esize)
     g = _Gen(req)
     kb, b = g.kb, g.b
-    inner_d = _prod(out_shape[d + 1 :])
+    outer_d, _, inner_d = split_at(out_shape, d)
     inner = g.val(inner_d)
-    outer_d = _prod(out_shape[:d])
     outer = g.val(outer_d)
     parts = list(op.inputs)
     sizes = [g.val(shape(v)[d]) for v in parts]
@@ -752,19 +694,14 @@ def gen_take(req: KernelRequest) -> NativeKernel | None:
     """Rows (outer, index): each copies one inner block of the input."""
     op = req.op
     assert isinstance(op, lp.TakeOp)
-    dt, idt = elem(op.input), elem(op.indices)
-    if not isinstance(idt, IntType):
+    if (xs := index_source(op)) is None:
         return None
-    d = op.dim.data
-    xs = list(shape(op.input))
-    if xs[d] == 0:
-        return None  # every index is out of range: the interpreter says so
+    dt, idt, d = elem(op.input), elem(op.indices), op.dim.data
     esize = _esize(dt)
     ety = ir.IntType(8 * esize)
     g = _Gen(req)
     kb, b = g.kb, g.b
-    inner_d = _prod(xs[d + 1 :])
-    outer_d = _prod(xs[:d])
+    outer_d, _, inner_d = split_at(xs, d)
     nidx_d = _prod(shape(op.indices))
     inner, outer, nidx, n = (g.val(x) for x in (inner_d, outer_d, nidx_d, xs[d]))
     sp, ip, dp = (
@@ -791,24 +728,14 @@ def gen_gather(req: KernelRequest) -> NativeKernel | None:
     """torch.gather: rows over the index's outer dims, a loop over its last."""
     op = req.op
     assert isinstance(op, lp.GatherOp)
-    dt, idt = elem(op.input), elem(op.indices)
-    if not isinstance(idt, IntType):
+    if (xs := index_source(op)) is None:
         return None
-    d = op.dim.data
-    xs, ish = list(shape(op.input)), list(shape(op.indices))
-    if xs[d] == 0:
-        return None
+    dt, idt, d = elem(op.input), elem(op.indices), op.dim.data
+    ish = list(shape(op.indices))
+    eff = gather_strides(xs, ish, d)
+    if eff is None:
+        return None  # sizes that may differ: the interpreter checks them
     xst = _contiguous(xs)
-    eff: list[Stride] = []
-    for i, (a, c) in enumerate(zip(xs, ish, strict=True)):
-        if i == d:
-            eff.append(0)
-        elif a == c:
-            eff.append(xst[i])
-        elif a == 1:
-            eff.append(0)  # NumPy broadcasts a size-1 input dim
-        else:
-            return None  # sizes that may differ: the interpreter checks them
     esize = _esize(dt)
     ety = ir.IntType(8 * esize)
     g = _Gen(req)
