@@ -244,3 +244,33 @@ def test_fatbins_are_cached_on_disk(
     blocked.write_text("not a directory")
     with config.override(cache_dir=str(blocked)):
         assert nvcc.cached_fatbin(src, ["sm_80"]) == first  # unwritable: no error
+
+
+def test_dynamic_batch_and_sequence_run_on_cuda() -> None:
+    """One export with dynamic batch and sequence, run at two other sizes:
+    every kernel (the attention's dense matmuls, the int4 group GEMMs, the
+    norms) takes its sizes from the symbols at run time."""
+    quant = "int4-g32"
+    from torch.export import Dim
+
+    from lpcc.models import LlamaConfig
+
+    torch.manual_seed(0)
+    model = TinyLlama(LlamaConfig(attention="explicit"), seed=5).eval()
+    xs = (torch.randint(0, 60, (2, 5)),)
+    dyn = {"ids": {0: Dim("batch", max=8), 1: Dim("seq", max=64)}}
+    with config.override(cuda_archs=()):
+        cm = lpcc.compile(model, xs, quant=quant, target="cuda", dynamic_shapes=dyn)
+    assert _reference_kernels(cm) == []
+    ref = lpcc.compile(
+        model,
+        xs,
+        quant=quant,
+        target="reference",
+        dynamic_shapes=dyn,
+        kernels={"*": "dequant"},
+    )
+    for shape in [(3, 9), (1, 2)]:
+        ids = torch.randint(0, 60, shape)
+        with torch.no_grad(), config.override(cuda_device="emulate"):
+            _close(cm(ids), ref(ids))

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from lpcc.runtime import (
     REFERENCE_NEEDS_COMPILER,
     Alloc,
@@ -146,3 +147,39 @@ print("ok", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
     out = run_blocked(code, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok []"
+
+
+def test_cuda_program_loads_without_compiler_and_runs_emulated(tmp_path: Path) -> None:
+    """A saved target='cuda' program: loads with NumPy alone, says what it
+    needs without a GPU, and runs on the host emulator (g++) when asked."""
+    from lpcc.codegen.cuda import emu
+
+    if not emu.available():
+        pytest.skip("g++ is not installed")
+    from lpcc import config
+
+    with config.override(cuda_archs=()):
+        program = build_program(parse_module(TEXT), target="cuda")
+    assert {k.target for k in program.kernels} == {"cuda"}
+    path = save(program, tmp_path / "cuda.lpcc")
+    code = f"""
+import os
+import numpy as np
+import lpcc.runtime as rt
+vm = rt.VM(rt.load({str(path)!r}))
+x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4)
+try:
+    vm.run([x])
+except rt.RuntimeDependencyError as err:
+    print("ERROR:", err)
+os.environ["LPCC_CUDA_DEVICE"] = "emulate"
+(out,) = vm.run([x])
+assert np.allclose(out, np.exp(x), rtol=1e-6), out
+print("ok", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+"""
+    out = run_blocked(code, tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("ERROR: this program's kernels are CUDA kernels")
+    assert "LPCC_CUDA_DEVICE=emulate" in lines[0]
+    assert lines[1] == "ok []"

@@ -373,12 +373,62 @@ def _store_lines(
     return [ind + s for s in lines]
 
 
+def _f32_magic(pos: int) -> int:
+    """Bits of the f32 2**(23 - pos): its ULP is 2**-pos, so OR-ing u << pos
+    (pos + bits <= 23) into its mantissa gives exactly 2**(23 - pos) + u."""
+    return (127 + 23 - pos) << 23
+
+
+def f32_code_plan(bits: int) -> list[tuple[str, int]]:
+    """(C word, bit position) of each code e (0..31) of a chunk in
+    `gemv.repack`'s layout for the f32 magic-number decode without a shift
+    per code: even codes sit in the words w<q> at their in-half offset o,
+    odd codes in h<q> = w<q> >> 16 (one shift per word) at o, and the few
+    pairs that cross a 16-bit half (widths 3, 5, 6, 7) in j<q>_<parity>, the
+    two halves joined (one `prmt`): always o + bits <= 23."""
+    out = []
+    for e in range(CHUNK):
+        p, par = divmod(e, 2)
+        q, o = divmod(p * bits, 16)
+        if o + bits <= 16:
+            out.append((f"w{q}" if par == 0 else f"h{q}", o))
+        else:
+            out.append((f"j{q}_{par}", o))
+    return out
+
+
+def _f32_words(bits: int, plan: list[tuple[str, int]]) -> list[str]:
+    """Declarations of the shifted / joined words `plan` reads."""
+    names = {w for w, _ in plan}
+    out = []
+    for q in range(bits):
+        if f"h{q}" in names:
+            out.append(f"const unsigned h{q} = w{q} >> 16;")
+        if f"j{q}_0" in names:  # low halves of w<q>, w<q+1>
+            out.append(f"const unsigned j{q}_0 = (w{q} & 0xffffu) | (w{q + 1} << 16);")
+        if f"j{q}_1" in names:  # high halves
+            out.append(
+                f"const unsigned j{q}_1 = (w{q} >> 16) | (w{q + 1} & 0xffff0000u);"
+            )
+    return out
+
+
 def _float_tile(p: _Prob, mt: int, used: list[str], cm: str) -> list[str] | None:
-    """The float-x body for a tile of `mt` rows (inside `if`, at 4 spaces)."""
+    """The float-x body for a tile of `mt` rows (inside `if`, at 4 spaces).
+
+    Integer codes: code e at bit `pos` of its word (`f32_code_plan`) is one
+    `lop3` ((word & mask << pos) | bits of 2**(23 - pos)) and one `fadd` of
+    -(2**(23 - pos) + bias + z): the exact integer q - z, no shift per code.
+    x is read as float4 (8 `LDG.128` per chunk and row) when K % 4 == 0 (the
+    rows are 16-byte aligned then; a float4 lies wholly before or after K),
+    else one float at a time. The products are the same f32 FMAs in the same
+    order as a scalar decode would give."""
     k, g, bits = p.k, p.g, p.wdt.bits
     ch, gn = -(-k // CHUNK), -(-k // g)
     cpg = g // CHUNK
     is_float = isinstance(p.wdt, FloatType)
+    vec = k % 4 == 0
+    partial = k % CHUNK != 0
     ind = "    "
     out = [f"{ind}float acc[{mt}];"]
     out.append(f"{ind}#pragma unroll")
@@ -394,34 +444,64 @@ def _float_tile(p: _Prob, mt: int, used: list[str], cm: str) -> list[str] | None
         f"{i2}const unsigned* __restrict__ wp = W + ((long long)n * {ch} + c) * {bits};"
     )
     out += [i2 + s for s in _loads(bits)]
+    plan = f32_code_plan(bits)
+    mask = (1 << bits) - 1
     if not is_float:
-        zterm = f" + (float)Z[n * {gn}LL + g]" if p.z is not None else ""
-        out.append(f"{i2}const float cz = {_float_lit(2.0**23 + _bias(p.wdt))}{zterm};")
+        out += [i2 + s for s in _f32_words(bits, plan)]
+        b = _bias(p.wdt)
+        poss = sorted({pos for _, pos in plan})
+        if p.z is not None:
+            out.append(f"{i2}const float zb = (float)(Z[n * {gn}LL + g] + {b});")
+            for pos in poss:
+                out.append(
+                    f"{i2}const float k{pos} = "
+                    f"__fadd_rn({_float_lit(2.0 ** (23 - pos))}, zb);"
+                )
+        else:
+            for pos in poss:
+                out.append(
+                    f"{i2}const float k{pos} = {_float_lit(2.0 ** (23 - pos) + b)};"
+                )
     out.append(f"{i2}float pp[{mt}];")
     out.append(f"{i2}#pragma unroll")
     out.append(f"{i2}for (int i = 0; i < {mt}; ++i) pp[i] = 0.0f;")
-    partial = k % CHUNK != 0
     for sb in range(CHUNK // 8):
         out.append(f"{i2}{{")
         i3 = i2 + "  "
         for j in range(8):
-            u = code_expr(bits, 8 * sb + j)
+            e = 8 * sb + j
             if is_float:
-                out.append(f"{i3}const float f{j} = lut[{u}];")
+                out.append(f"{i3}const float f{j} = lut[{code_expr(bits, e)}];")
             else:
+                word, pos = plan[e]
                 out.append(
-                    f"{i3}const float f{j} = "
-                    f"__fadd_rn(__uint_as_float({u} | 0x4b000000u), -cz);"
+                    f"{i3}const float f{j} = __fadd_rn(__uint_as_float(({word} & "
+                    f"0x{mask << pos:x}u) | 0x{_f32_magic(pos):08x}u), -k{pos});"
                 )
         out.append(f"{i3}#pragma unroll")
         out.append(f"{i3}for (int i = 0; i < {mt}; ++i) {{")
-        out.append(f"{i3}  const float* xp = xr[i] + c * {CHUNK} + {8 * sb};")
+        if vec:
+            out.append(
+                f"{i3}  const float4* xp = reinterpret_cast<const float4*>("
+                f"xr[i] + c * {CHUNK} + {8 * sb});"
+            )
+            for h in range(2):
+                kk = f"c * {CHUNK} + {8 * sb + 4 * h}"
+                xv = f"(({kk}) < {k} ? xp[{h}] : zero4)" if partial else f"xp[{h}]"
+                out.append(f"{i3}  const float4 x{h} = {xv};")
+            xs = [f"x{j // 4}.{'xyzw'[j % 4]}" for j in range(8)]
+        else:
+            out.append(f"{i3}  const float* xp = xr[i] + c * {CHUNK} + {8 * sb};")
+            xs = []
+            for j in range(8):
+                kk = f"c * {CHUNK} + {8 * sb + j}"
+                xs.append(f"(({kk}) < {k} ? xp[{j}] : 0.0f)" if partial else f"xp[{j}]")
         for j in range(8):
-            kk = f"c * {CHUNK} + {8 * sb + j}"
-            xv = f"(({kk}) < {k} ? xp[{j}] : 0.0f)" if partial else f"xp[{j}]"
-            out.append(f"{i3}  pp[i] = fmaf({xv}, f{j}, pp[i]);")
+            out.append(f"{i3}  pp[i] = fmaf({xs[j]}, f{j}, pp[i]);")
         out.append(f"{i3}}}")
         out.append(f"{i2}}}")
+    if vec and partial:
+        out.insert(0, f"{ind}const float4 zero4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);")
     out.append(f"{i2}const float s = S[n * {gn}LL + g];")
     out.append(f"{i2}#pragma unroll")
     out.append(f"{i2}for (int i = 0; i < {mt}; ++i) {{")
