@@ -11,7 +11,8 @@ import pytest
 import lpcc
 from lpcc.codegen.cuda import nvcc
 from lpcc.codegen.cuda.kernel import CudaRequest
-from lpcc.codegen.cuda.kernels.group_matmul import gen_fused_group_matmul
+from lpcc.codegen.cuda.kernels import gemv
+from lpcc.codegen.cuda.kernels.group_matmul import f32_code_plan, gen_fused_group_matmul
 from lpcc.codegen.cuda.lower import lower_kernel, run_cuda
 from lpcc.ir import interp
 from lpcc.ir.dialect import parse_module, to_attr
@@ -155,6 +156,29 @@ def _check_float(bits, signed, zero, k=96, g=32, n=9):
         assert (np.abs(out - ref) <= bound(k, g, parts)).all(), (wt, m)
 
 
+@pytest.mark.parametrize("bits", range(1, 8))
+def test_f32_code_plan_reads_every_code(bits: int) -> None:
+    """Each code's (word, position) from `f32_code_plan`, OR-ed into the
+    mantissa of 2**(23 - pos) as the kernel does, is exactly 2**(23 - pos) + u
+    for gemv.repack's layout (NumPy, independent of the C text)."""
+    codes = rng.integers(0, 1 << bits, (3, 64))
+    words = gemv.repack(codes, bits, False).reshape(3, 2, bits).astype(np.uint32)
+    plan = f32_code_plan(bits)
+    for n in range(3):
+        for c in range(2):
+            w = words[n, c]
+            named = {f"w{q}": int(w[q]) for q in range(bits)}
+            named |= {f"h{q}": int(w[q]) >> 16 for q in range(bits)}
+            for q in range(bits - 1):
+                named[f"j{q}_0"] = (int(w[q]) & 0xFFFF) | (int(w[q + 1]) << 16)
+                named[f"j{q}_1"] = (int(w[q]) >> 16) | (int(w[q + 1]) & 0xFFFF0000)
+            for e, (word, pos) in enumerate(plan):
+                assert pos + bits <= 23
+                bitsf = (named[word] & (((1 << bits) - 1) << pos)) | ((150 - pos) << 23)
+                f = np.array([bitsf & 0xFFFFFFFF], np.uint32).view(np.float32)[0]
+                assert float(f) - 2.0 ** (23 - pos) == codes[n, 32 * c + e], (e, pos)
+
+
 @pytest.mark.parametrize(("bits", "signed", "zero"), FAST)
 def test_float_x_every_width_dynamic_m(bits, signed, zero) -> None:
     _check_float(bits, signed, zero)
@@ -166,7 +190,8 @@ def test_float_x_other_sign_and_zero(bits, signed, zero) -> None:
     _check_float(bits, signed, zero)
 
 
-@pytest.mark.parametrize(("k", "g"), [(80, 32), (160, 64), (48, 32)])
+# (90, 32): K % 4 != 0, so x is read one float at a time (no float4)
+@pytest.mark.parametrize(("k", "g"), [(80, 32), (160, 64), (48, 32), (90, 32)])
 def test_short_last_group_and_partial_chunk(k, g) -> None:
     ins, const, parts = inputs(3, k, 7, g, "int4", zero=False)
     fn = gemm_fn(3, k, 7, g, "int4")
@@ -174,9 +199,12 @@ def test_short_last_group_and_partial_chunk(k, g) -> None:
     assert (np.abs(run(fn, ins, const) - ref) <= bound(k, g, parts)).all()
 
 
-@pytest.mark.parametrize("wt", ["f4e2m1", "f8e4m3fn"])
+@pytest.mark.parametrize("wt", ["f4e2m1", "f6e3m2", "f6e2m3", "f8e4m3fn"])
 def test_float_codes(wt) -> None:
+    """Shift-mask-multiply decode (fdecode.py) inside the kernel."""
     fn = gemm_fn(5, 64, 11, 32, wt)
+    ck = lower_kernel(fn, "sm_80", [1, 2])
+    assert "lut[" not in ck.source and "__uint_as_float" in ck.source
     ins, const, parts = inputs(5, 64, 11, 32, wt)
     ref = interp.run_function(fn, ins)[0]
     assert (np.abs(run(fn, ins, const) - ref) <= bound(64, 32, parts)).all()

@@ -20,11 +20,17 @@ odd codes in the high halves; signed codes offset-binary), so every width
 consecutive chunks. A code is one shift + mask of a word (two for codes
 straddling a 16-bit half, widths 3, 5, 6, 7).
 
-Float activations (f32): the magic-number decode in f32: OR-ing the code u
-(< 2^23) into the mantissa of 2^23 gives exactly 2^23 + u, so one `lop3`
-and one `fadd` of -(2^23 + bias + z) give the exact integer q - z (zero
-point folded in; no `I2F`). Float codes (f4e2m1, f8...) index a 2^bits-entry
-f32 table in shared memory (built from `DType.decode`). A warp computes one
+Float activations (f32): the magic-number decode in f32 without a shift per
+code: code u at bit `pos` of a word (even codes in w, odd codes in w >> 16,
+one shift per word; `f32_code_plan`) OR-ed into the mantissa of 2^(23 -
+pos) (whose ULP is 1) gives exactly 2^(23 - pos) + u, so one `lop3` and one
+`fadd` of -(2^(23 - pos) + bias + z) give the exact integer q - z (zero
+point folded in; no `I2F`); 8-bit codes take one `prmt` instead of the
+`lop3`. x is read as float4 when K % 4 == 0 (tiles of 1-2 rows; 3-4 rows
+read scalars, which keeps ptxas within the 80-register budget).
+Float codes (f4e2m1, f8...) decode by shift-mask-multiply
+(`fdecode.float_decode`: the code's bits moved onto f32's, times
+2**(127 - bias), special codes selected), with no table. A warp computes one
 output column n for a tile of up to 4 rows (a block = 4 warps = 4 columns;
 grid.y walks the rows, which may be dynamic, the tile's row count picked at
 run time); lane l takes chunks l, l + 32, ..; per chunk an f32 FMA chain per
@@ -63,6 +69,7 @@ from lpcc.codegen.cuda.kernel import (
     signature,
 )
 from lpcc.codegen.cuda.kernels import gemv, scalar
+from lpcc.codegen.cuda.kernels.fdecode import float_decode
 from lpcc.codegen.cuda.kernels.matmul import Tail, block_slot, emit_tail, plan_tail
 from lpcc.codegen.cuda.kernels.movement import grid_1d
 from lpcc.codegen.shapes import group_weight_ok, static
@@ -79,6 +86,9 @@ CHUNK = 32
 WARPS = 4  # output columns per block
 MT = 4  # rows per tile
 _PW_BLOCK = 128  # NumPy's PW_BLOCKSIZE
+# min blocks per SM: an 80-register budget (with no minimum ptxas aims at
+# 32-56 registers and spills some widths; 80 keeps 20 warps per SM in flight)
+MIN_BLOCKS = 6
 _SHARED_P_MAX = 32 * 1024  # bytes of parked int32 partials (int8 path)
 
 _HELPERS = r"""
@@ -97,6 +107,17 @@ __device__ __forceinline__ double lpcc_gm_dmul(double a, double b) {
   return a * b;
 #else
   return __dmul_rn(a, b);
+#endif
+}
+/* (a & b) | c in one `lop3` (nvcc splits it in two when b and c are both
+   immediates: the asm keeps c in a register). */
+__device__ __forceinline__ unsigned lpcc_gm_lop3(unsigned a, unsigned b, unsigned c) {
+#ifdef LPCC_EMU
+  return (a & b) | c;
+#else
+  unsigned d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
 #endif
 }
 #endif
@@ -427,7 +448,7 @@ def _float_tile(p: _Prob, mt: int, used: list[str], cm: str) -> list[str] | None
     ch, gn = -(-k // CHUNK), -(-k // g)
     cpg = g // CHUNK
     is_float = isinstance(p.wdt, FloatType)
-    vec = k % 4 == 0
+    vec = k % 4 == 0 and mt <= 2
     partial = k % CHUNK != 0
     ind = "    "
     out = [f"{ind}float acc[{mt}];"]
@@ -436,22 +457,29 @@ def _float_tile(p: _Prob, mt: int, used: list[str], cm: str) -> list[str] | None
     out.append(f"{ind}const float* xr[{mt}];")
     for i in range(mt):
         out.append(f"{ind}xr[{i}] = X + (m0 + {i}) * {k}LL;")
-    out.append(f"{ind}#pragma unroll 1")
-    out.append(f"{ind}for (int c = lane; c < {ch}; c += 32) {{")
-    i2 = ind + "  "
-    out.append(f"{i2}const int g = c / {cpg};")
+    # per-column bases hoisted; in the loop 32-bit offsets (one IMAD.WIDE each)
     out.append(
-        f"{i2}const unsigned* __restrict__ wp = W + ((long long)n * {ch} + c) * {bits};"
+        f"{ind}const unsigned* __restrict__ Wn = W + (long long)n * {ch * bits}LL;"
     )
+    out.append(f"{ind}const float* __restrict__ Sn = S + n * {gn}LL;")
+    if p.z is not None:
+        out.append(f"{ind}const {ctype(p.zdt)}* __restrict__ Zn = Z + n * {gn}LL;")
+    out.append(f"{ind}#pragma unroll 1")
+    out.append(f"{ind}for (unsigned c = lane; c < {ch}u; c += 32u) {{")
+    i2 = ind + "  "
+    out.append(f"{i2}const unsigned g = c / {cpg}u;")
+    out.append(f"{i2}const unsigned* __restrict__ wp = Wn + c * {bits}u;")
     out += [i2 + s for s in _loads(bits)]
-    plan = f32_code_plan(bits)
+    # 8-bit codes are whole bytes: one `prmt` puts byte j under the bytes of
+    # 2**23 (no shift, no mask); narrower codes take `f32_code_plan`'s lop3
+    plan = [("", 0)] * CHUNK if bits == 8 else f32_code_plan(bits)
     mask = (1 << bits) - 1
     if not is_float:
         out += [i2 + s for s in _f32_words(bits, plan)]
         b = _bias(p.wdt)
         poss = sorted({pos for _, pos in plan})
         if p.z is not None:
-            out.append(f"{i2}const float zb = (float)(Z[n * {gn}LL + g] + {b});")
+            out.append(f"{i2}const float zb = (float)(Zn[g] + {b});")
             for pos in poss:
                 out.append(
                     f"{i2}const float k{pos} = "
@@ -471,12 +499,22 @@ def _float_tile(p: _Prob, mt: int, used: list[str], cm: str) -> list[str] | None
         for j in range(8):
             e = 8 * sb + j
             if is_float:
-                out.append(f"{i3}const float f{j} = lut[{code_expr(bits, e)}];")
+                code = code_expr(bits, e)
+                dec = float_decode(p.wdt, code)  # type: ignore[arg-type]
+                out.append(f"{i3}const float f{j} = {dec or f'lut[{code}]'};")
+            elif bits == 8:
+                p_, par = divmod(e, 2)
+                q, o = divmod(p_ * 8, 16)
+                sel = 0x7440 | (o // 8 + 2 * par)
+                out.append(
+                    f"{i3}const float f{j} = __fadd_rn(__uint_as_float(__byte_perm("
+                    f"w{q}, 0x{_f32_magic(0):08x}u, 0x{sel:x}u)), -k0);"
+                )
             else:
                 word, pos = plan[e]
                 out.append(
-                    f"{i3}const float f{j} = __fadd_rn(__uint_as_float(({word} & "
-                    f"0x{mask << pos:x}u) | 0x{_f32_magic(pos):08x}u), -k{pos});"
+                    f"{i3}const float f{j} = __fadd_rn(__uint_as_float(lpcc_gm_lop3("
+                    f"{word}, 0x{mask << pos:x}u, 0x{_f32_magic(pos):08x}u)), -k{pos});"
                 )
         out.append(f"{i3}#pragma unroll")
         out.append(f"{i3}for (int i = 0; i < {mt}; ++i) {{")
@@ -502,7 +540,7 @@ def _float_tile(p: _Prob, mt: int, used: list[str], cm: str) -> list[str] | None
         out.append(f"{i2}}}")
     if vec and partial:
         out.insert(0, f"{ind}const float4 zero4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);")
-    out.append(f"{i2}const float s = S[n * {gn}LL + g];")
+    out.append(f"{i2}const float s = Sn[g];")
     out.append(f"{i2}#pragma unroll")
     out.append(f"{i2}for (int i = 0; i < {mt}; ++i) {{")
     sc = f"s * A[(m0 + i) * {gn}LL + g]" if p.a is not None else "s"
@@ -658,7 +696,7 @@ def _fused_kernel(req: CudaRequest, p: _Prob) -> CudaKernel | None:
         *("  " + line for line in _operand_ptrs(req, p, "S")),
     ]
     pre = ""
-    if isinstance(p.wdt, FloatType):
+    if isinstance(p.wdt, FloatType) and float_decode(p.wdt, "c") is None:
         vals = p.wdt.values(np.arange(1 << p.wdt.bits, dtype=np.uint64))
         tab = ", ".join(_float_lit(v) for v in vals.astype(np.float32))
         pre = (
@@ -682,7 +720,7 @@ def _fused_kernel(req: CudaRequest, p: _Prob) -> CudaKernel | None:
     src = (
         _HELPERS
         + f"\n/* group GEMM {what}, {xs}: K={p.k}, N={p.n}; warp per column */\n"
-        + f'extern "C" __global__ void __launch_bounds__({32 * WARPS}) '
+        + f'extern "C" __global__ void __launch_bounds__({32 * WARPS}, {MIN_BLOCKS}) '
         + f"{req.entry}({sig}) {{\n"
         + pre
         + "\n".join(head + branches)
