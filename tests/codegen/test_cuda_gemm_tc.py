@@ -20,6 +20,7 @@ from lpcc.codegen.cuda.lower import lower_kernel, run_cuda
 from lpcc.ir import interp
 from lpcc.ir.dialect import parse_module, to_attr
 from lpcc.ir.dtypes import dtype
+from lpcc.ir.layout import local, spatial
 
 U = 2.0**-24  # f32 unit roundoff
 
@@ -556,3 +557,23 @@ def test_helpers_compile_for_the_gpu() -> None:
     for arch in ("sm_80", "sm_90"):
         sass = nvcc.sass(_MMA_SRC, arch)
         assert "HMMA" in sass and "IMMA" in sass and "LDSM" in sass
+
+
+@pytest.mark.parametrize("mt", [1, 2, 3, 4])
+def test_tensor_cores_are_selected_by_layout_division(mt: int) -> None:
+    """The block tile divides by the mma accumulator fragment; the quotient
+    is the warps (4 workers) times each warp's MT x NT repeats, and
+    multiplying back gives the tile (the algebra's own check)."""
+    tile = gemm_tc.block_tile(mt)
+    assert tile.shape == (16 * mt, 64) and tile.num_workers == 128
+    name, quotient = gemm_tc.select_mma(tile)
+    assert name == "mma.m16n8"
+    assert quotient.num_workers == 4 and quotient.local_size == mt * 2
+    assert quotient * mma.C_ACC == tile
+
+
+def test_a_thread_per_element_tile_gets_no_tensor_cores() -> None:
+    # 16 x 8 elements over 128 threads, one each: not a multiple of the
+    # fragment's 32 lanes x 4 accumulators, so no mma divides it
+    assert gemm_tc.select_mma(spatial(16, 8)) is None
+    assert gemm_tc.select_mma(local(16, 8)) is None

@@ -81,16 +81,19 @@ from lpcc.codegen.cuda.kernels.scalar import CExpr
 from lpcc.ir.dialect import lowp
 from lpcc.ir.dialect.fused import FusedOp, YieldOp
 from lpcc.ir.dtypes import FloatType, IntType
+from lpcc.ir.layout import Layout, local, spatial
 
 __all__ = [
     "CHUNK_K",
     "Plan",
     "a8_codes_order",
     "a16_codes_order",
+    "block_tile",
     "gen_fused",
     "plan",
     "repack_a8",
     "repack_a16",
+    "select_mma",
     "source",
 ]
 
@@ -620,12 +623,39 @@ def source(req: CudaRequest, p: Plan) -> tuple[str, tuple[str, ...], dict[int, s
     return mma.HELPERS + "\n" + "\n".join(lines) + "\n", tuple(used), errors
 
 
+def block_tile(mt: int) -> Layout:
+    """The block's accumulator tile, in the layout algebra: WARPS warps side
+    by side along N, each repeating a thread mapping of MT x NT accumulator
+    fragments: (16 MT) x 64 elements over 32 * WARPS threads."""
+    return spatial(1, WARPS) * local(mt, NT) * mma.C_ACC
+
+
+# The instructions whose accumulator a tile may be made of, best first.
+MMA_FRAGMENTS: tuple[tuple[str, Layout], ...] = (("mma.m16n8", mma.C_ACC),)
+
+
+def select_mma(tile: Layout) -> tuple[str, Layout] | None:
+    """Instruction selection by layout division: the first mma whose
+    accumulator fragment divides `tile`, and the quotient (how warps and
+    per-thread repeats tile the fragments); None: no tensor-core mapping."""
+    for name, frag in MMA_FRAGMENTS:
+        quotient = tile.divide(frag)
+        if quotient is not None:
+            return name, quotient
+    return None
+
+
 @register(FusedOp, kind="epilogue")
 def gen_fused(req: CudaRequest) -> CudaKernel | None:
     """The tensor-core kernel of a group-GEMM epilogue region, or None."""
     p = plan(req)
     if p is None:
         return None
+    chosen = select_mma(block_tile(p.mt))
+    if chosen is None:
+        return None
+    _, tiling = chosen  # the source below is written for exactly this tiling
+    assert tiling.num_workers == WARPS and tiling.local_size == p.mt * NT, tiling
     src, symbols, errors = source(req, p)
     wdt = p.wdt
     if p.path == "a16":
