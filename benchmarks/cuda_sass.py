@@ -58,7 +58,10 @@ Classes (by opcode; columns do not add up to "all"):
 * "fma": FFMA/FMUL/FADD (other than the decode FADD), DFMA/DMUL/DADD (tc-a8's
   exact f64 group epilogue), IDP (dp4a);
 * "ld": LDG (weights, activations, scales); "smem": LDS/LDSM/STS;
-  "mma": HMMA/IMMA; "stage": everything inside the A-staging loop (tc).
+  "mma": HMMA/IMMA; "stage": everything inside an A-staging loop (tc), when
+  the staging is a loop (short last chunks, huge x); `gemm_tc` stages full
+  chunks with straight-line code, whose instructions count in their own
+  columns (its F2FP under cvt, STS under smem, LDG under ld).
 
 The target is the LOP3 int4 path: 2 instructions per 2 weights (lop3 +
 sub/fma) = 1.0 decode instruction per weight. For tc the decoded weight is

@@ -9,6 +9,8 @@ spills, with HMMA / IMMA / LDSM in its SASS.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from xdsl.dialects import func
@@ -456,6 +458,7 @@ A8_CASES = [
     ((1, 48), 8, 256, 64, "int8", None),
     ((2, 9), 40, 96, 32, "uint4", "uint4"),  # K = 96: only a short chunk
     ((16,), 24, 256, 128, "int3", None),
+    ((20,), 8, 256, 64, "int5", None),  # full chunks, rows past M clamped
 ]
 
 
@@ -542,6 +545,7 @@ def test_nvcc_compiles_without_spills_and_uses_tensor_cores() -> None:
         fused((16,), 40, 256, 256, "int5", tail=True),
         fused((2, 9), 40, 96, 32, "uint4", xint=True, zero="uint4", act=True),
         fused((16,), 24, 256, 128, "int3", xint=True, act=True),
+        fused((20,), 8, 256, 64, "int5", xint=True),  # clamped rows, full chunks
     ]
     sources = [lower_kernel(fn, "sm_80", [1, 2]).source for fn in picks]
     for src in sources:
@@ -550,6 +554,9 @@ def test_nvcc_compiles_without_spills_and_uses_tensor_cores() -> None:
             assert info["spill_stores"] == 0 and info["spill_loads"] == 0, (arch, info)
     s16, s8 = nvcc.sass(sources[0], "sm_80"), nvcc.sass(sources[3], "sm_90")
     assert "HMMA.16816.F32" in s16 and "LDSM" in s16
+    # the A16 staging converts two activations per instruction
+    # (F2FP.PACK_AB on sm_80, F2FP.F16.F32.PACK_AB on sm_90)
+    assert re.search(r"F2FP\S*\.PACK_AB", s16)
     assert "IMMA.16832" in s8 and "LDSM" in s8
 
 
@@ -577,3 +584,19 @@ def test_a_thread_per_element_tile_gets_no_tensor_cores() -> None:
     # fragment's 32 lanes x 4 accumulators, so no mma divides it
     assert gemm_tc.select_mma(spatial(16, 8)) is None
     assert gemm_tc.select_mma(local(16, 8)) is None
+
+
+@pytest.mark.parametrize(
+    "m, k, path, mode",
+    [
+        (64, 4096, "a16", "even"),  # M a multiple of the 64-row tile
+        (48, 256, "a8", "even"),  # one 48-row tile
+        (17, 192, "a16", "clamp"),  # rows 17..31 of the tile re-read row 16
+        (80, 4096, "a8", "clamp"),
+        (2**16, 2**13, "a16", "even"),  # 2 GiB of x, but one tile's offsets fit
+        (2**16 + 16, 2**13, "a16", "loop"),  # clamped offsets would not fit 32 bits
+    ],
+)
+def test_staging_mode(m: int, k: int, path: str, mode: str) -> None:
+    p = gemm_tc.Plan(path, 0, 1, dtype("int4"), (m,), m, 64, k, 32, 2)
+    assert gemm_tc._stage_mode(p) == mode

@@ -35,7 +35,14 @@ in shared memory (row stride padded by 16 bytes: ldmatrix rows hit distinct
 banks), each lane loads its weight words of the chunk with 128/64/32-bit
 loads, then per k-step (16 or 32) `ldmatrix.x4` gives A fragments and the
 decode gives B fragments. No cp.async pipeline yet (the loads of a chunk are
-issued before the barrier, so they overlap the A staging).
+issued before the barrier, so they overlap the A staging). The staging of a
+full chunk is straight-line code: each thread copies the same column vector
+of the same rows every chunk, from addresses set up once before the K loop
+(`_stage_setup`: constant offsets from one pointer when M is a multiple of
+the block tile, else 32-bit offsets per slot with rows past M clamped to row
+M - 1, whose products only reach output rows that are never stored), f32 ->
+f16 by `__floats2half2_rn` (one F2FP per two values) and 8-byte stores;
+about 1 SASS instruction per weight (A16, M = 64) instead of 6.6.
 
 Weight layout (`repack`; N padded to 64, K to 128 with code 0): for each n8
 tile, chunk and lane, the lane's 32 codes of the chunk in B fragment order
@@ -393,6 +400,96 @@ def _loads(nt: int, words: int) -> list[str]:
     return out
 
 
+def _slots(p: Plan) -> tuple[int, int, int]:
+    """(vectors per row, row step, slots per thread) of a full chunk's staging.
+
+    A full chunk's A tile is bm rows of `per_row` 16-byte vectors; vector i =
+    threadIdx.x + 128 j goes to thread i % 128, so each thread stages the same
+    column vector (threadIdx.x % per_row) of rows threadIdx.x / per_row + step
+    j, j < slots, in every chunk: its addresses are set up once (`_stage_setup`).
+    """
+    per_row = CHUNK_K // (4 if p.path == "a16" else 16)
+    step = 32 * WARPS // per_row
+    return per_row, step, p.bm // step
+
+
+def _stage_mode(p: Plan) -> str:
+    """How full chunks stage A: "even" (every block's rows < M: constant offsets
+    from one pointer), "clamp" (rows past M re-read row M - 1, whose products
+    land in rows the epilogue drops; 32-bit offsets per slot) or "loop" (the
+    generic loop, when x holds 2^31 bytes or more)."""
+    xbytes = p.m * p.k * (4 if p.path == "a16" else 1)
+    if p.m % p.bm == 0 and p.bm * p.k * (4 if p.path == "a16" else 1) < 2**31:
+        return "even"
+    return "clamp" if xbytes < 2**31 else "loop"
+
+
+def _stage_setup(p: Plan) -> list[str]:
+    """Per-thread staging addresses, computed once before the K loop."""
+    mode = _stage_mode(p)
+    if mode == "loop":
+        return []
+    per_row, step, slots = _slots(p)
+    vec = 4 if p.path == "a16" else 16  # x elements per 16-byte vector
+    sv = 8 if p.path == "a16" else 16  # bytes per vector in shared memory
+    out = [
+        f"const int xsq = threadIdx.x % {per_row}, xsr = threadIdx.x / {per_row};",
+        f"unsigned char* const xsd = lpcc_tc_as + xsr * {_lda(p)} + {sv} * xsq;",
+    ]
+    if mode == "even":
+        out.append(
+            f"const {_xt(p)}* __restrict__ xsp = xin + (m0 + xsr) * {p.k}LL"
+            f" + {vec} * xsq;"
+        )
+    else:
+        out.append(f"const {_xt(p)}* __restrict__ xsp = xin + {vec} * xsq;")
+        for j in range(slots):
+            out.append(
+                f"const unsigned xso{j} = (unsigned)(min(m0 + xsr + {step * j}, "
+                f"{p.m - 1}LL) * {p.k});"
+            )
+    return out
+
+
+def _xt(p: Plan) -> str:
+    return "float" if p.path == "a16" else "lp_i8"
+
+
+def _stage_full(p: Plan) -> list[str]:
+    """Staging of a full chunk from the addresses of `_stage_setup` (unrolled)."""
+    _, step, slots = _slots(p)
+    even = _stage_mode(p) == "even"
+    lda = _lda(p)
+    out = [f"const {_xt(p)}* __restrict__ xsc = xsp + ch * {CHUNK_K};"]
+    for j in range(slots):
+        off = f"{step * j * p.k}" if even else f"xso{j}"
+        dst = f"xsd + {step * j * lda}"
+        if p.path == "a16":
+            out += [
+                f"const float4 xv{j} = *reinterpret_cast<const float4*>(xsc + {off});",
+                f"*reinterpret_cast<uint2*>({dst}) = make_uint2("
+                f"lpcc_tcs_h2(xv{j}.x, xv{j}.y), lpcc_tcs_h2(xv{j}.z, xv{j}.w));",
+            ]
+        else:
+            out.append(
+                f"*reinterpret_cast<uint4*>({dst}) = "
+                f"*reinterpret_cast<const uint4*>(xsc + {off});"
+            )
+    return out
+
+
+_H2 = """/* two floats to an f16x2 word (round to nearest even): one F2FP on the GPU */
+__device__ __forceinline__ unsigned lpcc_tcs_h2(float lo, float hi) {
+#ifdef LPCC_EMU
+  return lpcc_tc_h2(lo, hi);
+#else
+  const __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<const unsigned*>(&h);
+#endif
+}
+"""
+
+
 def _stage(p: Plan, steps: int, chunks: int) -> list[str]:
     """C statements of one K chunk with `steps` k-steps (variable `ch` in scope)."""
     a16 = p.path == "a16"
@@ -406,7 +503,9 @@ def _stage(p: Plan, steps: int, chunks: int) -> list[str]:
             f"* 32 + lane) * {words};"
         )
         out += _loads(nt, words)
-    if a16:
+    if kc == CHUNK_K and _stage_mode(p) != "loop":
+        out += _stage_full(p)
+    elif a16:
         per_row = kc // 4  # float4 per row
         out += [
             f"for (int i = threadIdx.x; i < {p.bm * per_row}; i += {32 * WARPS}) {{",
@@ -610,6 +709,7 @@ def source(req: CudaRequest, p: Plan) -> tuple[str, tuple[str, ...], dict[int, s
         "        y[mt][nt][i] = 0;",
         "      }",
     ]
+    lines += ["  " + s for s in _stage_setup(p)]
     if full:
         lines += ["#pragma unroll 1", f"  for (int ch = 0; ch < {full}; ++ch) {{"]
         lines += ["    " + s for s in _stage(p, CHUNK_K // p.kstep, chunks)]
@@ -620,7 +720,8 @@ def source(req: CudaRequest, p: Plan) -> tuple[str, tuple[str, ...], dict[int, s
         lines.append("  }")
     lines += ["  " + s for s in epi]
     lines.append("}")
-    return mma.HELPERS + "\n" + "\n".join(lines) + "\n", tuple(used), errors
+    src = mma.HELPERS + "\n" + _H2 + "\n".join(lines) + "\n"
+    return src, tuple(used), errors
 
 
 def block_tile(mt: int) -> Layout:
