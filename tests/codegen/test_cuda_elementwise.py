@@ -15,14 +15,13 @@ g++ runs few, most ops are checked as one fused region per element type.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from lpcc.runtime.kernels import ExecutionError
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, StringAttr
-from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.ir import SSAValue
 
 import lpcc
 from lpcc.codegen.cuda.kernels import scalar
@@ -30,84 +29,12 @@ from lpcc.codegen.cuda.lower import lower_kernel, run_cuda
 from lpcc.codegen.cuda.nvcc import compile_cuda
 from lpcc.ir import interp
 from lpcc.ir.dialect import ops as lp
-from lpcc.ir.dialect import tensor_type
-from lpcc.ir.dialect.fused import FusedOp, make_fused
-from lpcc.ir.symbolic import DIMS_ATTR, Dim, format_dims
+from tests.codegen.helpers import Body
+from tests.codegen.helpers import body_fn as make_fn
+from tests.codegen.helpers import same_values as same
 
 ULPS = 8
 SOURCES: list[func.FuncOp] = []  # kernel functions whose sources nvcc compiles
-
-
-class Body:
-    """Collects the ops a test function builds (`b(op)` adds one)."""
-
-    def __init__(self) -> None:
-        self.ops: list[Operation] = []
-
-    def __call__(self, op: Operation, dims: Sequence[Dim] | None = None) -> SSAValue:
-        if dims is not None:
-            lp.set_dims(op, dims)
-        self.ops.append(op)
-        return op.results[0]
-
-    def const(self, value: float, dt: str, rank: int) -> SSAValue:
-        arr = np.full((1,) * rank, value, lpcc.dtype(dt).value_dtype)
-        return self(lp.ConstantOp.from_array(arr, lpcc.dtype(dt)))
-
-
-def make_fn(
-    args: Sequence[tuple[str, Sequence[Dim]]],
-    build: Callable[..., Sequence[SSAValue]],
-    fuse: bool = False,
-) -> func.FuncOp:
-    """`func.func @kernel` returning `build(body, *args)`; with `fuse`, the
-    ops become one `lp.fused elementwise` region."""
-    types = [
-        tensor_type(lpcc.dtype(dt), [-1 if isinstance(d, str) else d for d in dims])
-        for dt, dims in args
-    ]
-    block = Block(arg_types=types)
-    body = Body()
-    outs = list(build(body, *block.args))
-    block.add_ops(body.ops)
-    block.add_op(func.ReturnOp(*outs))
-    if fuse:  # a kernel function returns its one op's results in order
-        fused = make_fused("elementwise", body.ops)
-        assert isinstance(fused, FusedOp)
-        ret = block.last_op
-        assert ret is not None
-        block.erase_op(ret)
-        outs = list(fused.results)
-        block.add_op(func.ReturnOp(*outs))
-    dynamic = any(isinstance(d, str) for _, dims in args for d in dims)
-    attrs = ArrayAttr(
-        [
-            DictionaryAttr(
-                {DIMS_ATTR: StringAttr(format_dims(dims))}
-                if any(isinstance(d, str) for d in dims)
-                else {}
-            )
-            for _, dims in args
-        ]
-    )
-    fn = func.FuncOp(
-        "kernel",
-        (types, [v.type for v in outs]),
-        Region(block),
-        arg_attrs=attrs if dynamic else None,
-    )
-    fn.verify()
-    return fn
-
-
-def same(got: np.ndarray, want: np.ndarray, what: str = "") -> None:
-    """Equal dtype, shape and values; NaN by position, zeros by sign."""
-    assert got.dtype == want.dtype, (what, got.dtype, want.dtype)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    np.testing.assert_array_equal(got, want, err_msg=what)
-    if got.dtype.kind == "f":
-        zero = want == 0
-        assert np.array_equal(np.signbit(got[zero]), np.signbit(want[zero])), what
 
 
 def close_ulps(got: np.ndarray, want: np.ndarray, dt: str, what: str = "") -> None:

@@ -22,8 +22,7 @@ import pytest
 from llvmlite import ir
 from lpcc.runtime.kernels import ExecutionError
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, StringAttr
-from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.ir import SSAValue
 
 import lpcc
 from lpcc.codegen.llvm import isa as isa_mod
@@ -33,9 +32,9 @@ from lpcc.codegen.llvm.kernels.elementwise import can_emit, emit_elementwise
 from lpcc.codegen.llvm.lower import lower_kernel, run_native
 from lpcc.ir import interp
 from lpcc.ir.dialect import ops as lp
-from lpcc.ir.dialect import tensor_type
-from lpcc.ir.dialect.fused import make_fused
-from lpcc.ir.symbolic import DIMS_ATTR, Dim, format_dims
+from tests.codegen.helpers import Body
+from tests.codegen.helpers import body_fn as make_fn
+from tests.codegen.helpers import same_values as same
 
 pytestmark = pytest.mark.skipif(
     loader.host_arch() not in ("x86_64", "amd64"), reason="x86-64 host only"
@@ -49,77 +48,7 @@ F32_NP = np.float32
 # -- building kernel functions ---------------------------------------------------------
 
 
-class Body:
-    """Collects the ops a test function builds (`b(op)` adds one)."""
-
-    def __init__(self) -> None:
-        self.ops: list[Operation] = []
-
-    def __call__(self, op: Operation, dims: Sequence[Dim] | None = None) -> SSAValue:
-        if dims is not None:
-            lp.set_dims(op, dims)
-        self.ops.append(op)
-        return op.results[0]
-
-    def const(self, value: float, dt: str, rank: int) -> SSAValue:
-        arr = np.full((1,) * rank, value, lpcc.dtype(dt).value_dtype)
-        return self(lp.ConstantOp.from_array(arr, lpcc.dtype(dt)))
-
-
-def make_fn(
-    args: Sequence[tuple[str, Sequence[Dim]]],
-    build: Callable[..., Sequence[SSAValue]],
-    fuse: bool = False,
-) -> func.FuncOp:
-    """`func.func @kernel` returning `build(body, *args)`; with `fuse`, the
-    ops become one `lp.fused elementwise` region (as fuse-elementwise makes)."""
-    types = [
-        tensor_type(lpcc.dtype(dt), [-1 if isinstance(d, str) else d for d in dims])
-        for dt, dims in args
-    ]
-    block = Block(arg_types=types)
-    body = Body()
-    outs = list(build(body, *block.args))
-    block.add_ops(body.ops)
-    block.add_op(func.ReturnOp(*outs))
-    if fuse:
-        fused = make_fused("elementwise", body.ops)
-        outs = list(block.last_op.operands)  # type: ignore[union-attr]
-        assert isinstance(outs[0].owner, type(fused))
-    dynamic = any(isinstance(d, str) for _, dims in args for d in dims)
-    attrs = ArrayAttr(
-        [
-            DictionaryAttr(
-                {DIMS_ATTR: StringAttr(format_dims(dims))}
-                if any(isinstance(d, str) for d in dims)
-                else {}
-            )
-            for _, dims in args
-        ]
-    )
-    fn = func.FuncOp(
-        "kernel",
-        (types, [v.type for v in outs]),
-        Region(block),
-        arg_attrs=attrs if dynamic else None,
-    )
-    fn.verify()
-    return fn
-
-
 # -- comparing -------------------------------------------------------------------------
-
-
-def same(got: np.ndarray, want: np.ndarray, what: str = "") -> None:
-    """Equal dtype, shape and values; NaN by position, zeros by sign."""
-    assert got.dtype == want.dtype, (what, got.dtype, want.dtype)
-    assert got.shape == want.shape, (what, got.shape, want.shape)
-    if got.dtype.kind == "f":
-        np.testing.assert_array_equal(got, want, err_msg=what)
-        zero = want == 0
-        assert np.array_equal(np.signbit(got[zero]), np.signbit(want[zero])), what
-    else:
-        np.testing.assert_array_equal(got, want, err_msg=what)
 
 
 def native(fn: func.FuncOp, inputs: Sequence[np.ndarray], isa: str) -> list[np.ndarray]:
@@ -703,13 +632,14 @@ def test_fused_rmsnorm_reduction() -> None:
 
     x = rand_f32((2, 3, 37), 22)
     fn = make_fn([("f32", (2, 3, 37))], build, fuse=True)
-    (mean, sq), got_all = interp.run_function(fn, [x]), None
+    # a kernel function returns the region's results in op order: sq, mean
+    (sq, mean), got_all = interp.run_function(fn, [x]), None
     for level in RUN:
         got_all = native(fn, [x], level)
-        same(got_all[1], sq)
+        same(got_all[0], sq)
         # Sum of n = 37 non-negative terms, reassociated (lanes) vs NumPy's
         # pairwise order: each is within (n-1) u of the exact sum (u = 2^-24).
-        assert np.all(np.abs(got_all[0] - mean) <= 2 * 36 * 2**-24 * mean)
+        assert np.all(np.abs(got_all[1] - mean) <= 2 * 36 * 2**-24 * mean)
     assert got_all is not None
 
 

@@ -10,14 +10,13 @@ others are compiled to object code only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from lpcc.runtime.kernels import ExecutionError
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, StringAttr
-from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.ir import Operation, SSAValue
 
 import lpcc
 from lpcc.codegen.llvm import isa as isa_mod
@@ -27,9 +26,11 @@ from lpcc.codegen.llvm.runner import native_kernel_fn
 from lpcc.errors import IRError
 from lpcc.ir import interp
 from lpcc.ir.dialect import ops as lp
-from lpcc.ir.dialect import tensor_type
 from lpcc.ir.dtypes import dtype
-from lpcc.ir.symbolic import DIMS_ATTR, Dim, format_dims
+from lpcc.ir.symbolic import Dim
+from tests.codegen.helpers import op_fn as make_fn
+from tests.codegen.helpers import rand
+from tests.codegen.helpers import same_bits as same
 
 pytestmark = pytest.mark.skipif(
     loader.host_arch() not in ("x86_64", "amd64"), reason="x86-64 host only"
@@ -38,64 +39,6 @@ pytestmark = pytest.mark.skipif(
 RUN = [i for i in isa_mod.LEVELS if isa_mod.host_has(i)]
 COMPILE_ONLY = [i for i in isa_mod.LEVELS if not isa_mod.host_has(i)]
 TYPES = ["f32", "int8", "int16", "int64", "uint1", "uint4"]  # 4, 1, 2, 8, bool, 1
-
-
-def _dyn(dims: Sequence[Dim]) -> bool:
-    return any(isinstance(d, str) for d in dims)
-
-
-def make_fn(
-    args: Sequence[tuple[str, Sequence[Dim]]],
-    build: Callable[..., Operation],
-    out_dims: Sequence[Dim] | None = None,
-) -> func.FuncOp:
-    """`func.func @kernel` whose body is `build(*args)` (dims: ints or exprs)."""
-    types = [
-        tensor_type(lpcc.dtype(dt), [-1 if isinstance(d, str) else d for d in dims])
-        for dt, dims in args
-    ]
-    block = Block(arg_types=types)
-    op = build(*block.args)
-    if out_dims is not None:
-        lp.set_dims(op, out_dims)
-    block.add_ops([op, func.ReturnOp(op.results[0])])
-    attrs = ArrayAttr(
-        [
-            DictionaryAttr({DIMS_ATTR: StringAttr(format_dims(d))} if _dyn(d) else {})
-            for _, d in args
-        ]
-    )
-    dynamic = any(_dyn(d) for _, d in args)
-    fn = func.FuncOp(
-        "kernel",
-        (types, [op.results[0].type]),
-        Region(block),
-        arg_attrs=attrs if dynamic else None,
-    )
-    fn.verify()
-    return fn
-
-
-def rand(dt_name: str, shape: Sequence[int], seed: int = 0) -> np.ndarray:
-    """Random values of `dt_name` in its value domain (all codes reachable)."""
-    dt = lpcc.dtype(dt_name)
-    rng = np.random.default_rng(seed)
-    codes = rng.integers(0, 1 << min(dt.bits, 16), size=tuple(shape))
-    if dt.bits > 16:  # f32 / int64: spread over the whole range
-        if dt.kind == "float":
-            return rng.standard_normal(tuple(shape)).astype(np.float32) * 100
-        lo, hi = max(dt.min, -(2**62)), min(dt.max, 2**62)
-        return rng.integers(lo, hi, size=tuple(shape)).astype(dt.value_dtype)
-    return dt.values(codes.astype(dt.code_dtype))
-
-
-def same(got: np.ndarray, want: np.ndarray) -> None:
-    """Equal dtype, shape and bytes (NaN payloads and -0.0 included)."""
-    assert got.dtype == want.dtype, (got.dtype, want.dtype)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    if got.tobytes() != want.tobytes():
-        np.testing.assert_array_equal(got, want)
-        raise AssertionError("equal values, different bits")
 
 
 def check(fn: func.FuncOp, inputs: Sequence[np.ndarray]) -> np.ndarray:

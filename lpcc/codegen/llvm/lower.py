@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from xdsl.dialects import func
 
+from lpcc.errors import IRError
 from lpcc.ir.symbolic import bind, evaluate_shape
 
 from . import isa as isa_mod
@@ -90,7 +91,11 @@ def run_native(
             x = np.ascontiguousarray(nk.repack[i].fn(x), np.uint8)
         arrays.append(x)
     ret = fn.body.block.last_op
-    assert ret is not None
+    if ret is None or tuple(ret.operands) != tuple(fn.body.block.first_op.results):
+        raise IRError(  # outputs are sized from the return, written in op order
+            "run_native: the kernel function must return its one op's results, "
+            "in order (as `kernel_function` builds it)"
+        )
     outputs = [
         np.zeros(evaluate_shape(shape(v), env), elem(v).value_dtype)
         for v in ret.operands
